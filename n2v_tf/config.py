@@ -1,0 +1,310 @@
+"""Configuration of N2V / N2V2 models (n2v 0.3.3-compatible, no Keras import).
+
+:class:`N2VConfig` keeps the data-first signature ``N2VConfig(X, **kwargs)``, the attribute
+names and the defaults of the reference ``n2v`` package, so that notebooks and ``config.json``
+files written by n2v 0.3.x keep working. Unlike n2v, a misspelt keyword is an error that names
+the closest valid name, and validation reports every invalid field at once with its rule and value.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from .masking import MANIPULATORS, box_size
+
+__all__ = ["N2VConfig"]
+
+
+def _is_int(v: Any, low: int | None = None) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (low is None or v >= low)
+
+
+def _data_stats(X: np.ndarray | Sequence[np.ndarray]) -> tuple[int, int, list[float], list[float]]:
+    """Return ``(n_dim, n_channel, means, stds)`` of an n2v patch array or a list of images."""
+    if isinstance(X, np.ndarray):
+        if X.ndim not in (4, 5):
+            raise ValueError(
+                f"X: expected an array with axes 'SYXC' or 'SZYXC' (4 or 5 dimensions), got shape {X.shape}")
+        n_dim, n_channel = X.ndim - 2, X.shape[-1]
+        flat = X.reshape(-1, n_channel)
+        return n_dim, n_channel, [float(m) for m in flat.mean(0)], [float(s) for s in flat.std(0)]
+    images = list(X)
+    if len(images) == 0:
+        raise ValueError("X: the list of training images is empty")
+    ndims = {np.ndim(im) for im in images}
+    channels = {np.shape(im)[-1] for im in images}
+    if len(ndims) != 1 or ndims.pop() not in (3, 4) or len(channels) != 1:
+        raise ValueError(
+            "X: a list of images must hold arrays with axes 'YXC' or 'ZYXC' (channel last) of equal rank and "
+            f"channel count, got shapes {[np.shape(im) for im in images][:5]}")
+    n_channel = channels.pop()
+    n_dim = np.ndim(images[0]) - 1
+    # streaming mean/var (no concatenation of possibly huge data)
+    count, s1, s2 = 0, np.zeros(n_channel), np.zeros(n_channel)
+    for im in images:
+        flat = np.asarray(im, dtype=np.float64).reshape(-1, n_channel)
+        count += len(flat)
+        s1 += flat.sum(0)
+        s2 += (flat ** 2).sum(0)
+    mean = s1 / count
+    std = np.sqrt(np.maximum(s2 / count - mean ** 2, 0))
+    return n_dim, n_channel, [float(m) for m in mean], [float(s) for s in std]
+
+
+class N2VConfig(argparse.Namespace):
+    """Configuration of an :class:`n2v_tf.N2V` model.
+
+    Parameters
+    ----------
+    X : numpy.ndarray or list of numpy.ndarray or None
+        Training data, used to set ``n_dim``, the channel count and the per-channel normalisation
+        (``means``/``stds``). Either an n2v patch array with axes ``SYXC`` / ``SZYXC`` or a list
+        of images with axes ``YXC`` / ``ZYXC`` (sizes may differ). ``None`` or an empty array
+        means that every attribute is given in ``kwargs`` (e.g. when loading ``config.json``).
+    **kwargs
+        Overrides of the attributes below. Unknown names raise :class:`ValueError`.
+
+    Attributes
+    ----------
+    means, stds : list of str
+        Per-channel normalisation of the input (stored as strings, as n2v does).
+    n_dim : int
+        2 or 3 (set from ``X``).
+    axes : str
+        ``'YXC'`` or ``'ZYXC'``.
+    n_channel_in, n_channel_out : int
+        Channel counts (equal for N2V).
+    unet_residual : bool
+        Add the input to the output (default ``False``).
+    unet_n_depth : int
+        Number of resolution levels (default 2).
+    unet_kern_size : int
+        Convolution kernel size (default 5 in 2D, 3 in 3D).
+    unet_n_first : int
+        Filters of the first level, doubled per level (default 32).
+    unet_last_activation : {'linear', 'relu'}
+        Activation of the output (default ``'linear'``).
+    unet_input_shape : tuple
+        ``(None,) * n_dim + (n_channel_in,)``.
+    train_loss : {'mse', 'mae'}
+        Masked loss (default ``'mse'``).
+    train_epochs, train_steps_per_epoch : int
+        Defaults 100 and 400.
+    train_learning_rate : float
+        Adam learning rate (default 0.0004).
+    train_batch_size : int
+        Default 16.
+    train_tensorboard : bool
+        Write TensorBoard logs (default ``True``).
+    train_checkpoint, train_checkpoint_last, train_checkpoint_epoch : str or None
+        Weight files for the best, the last and the current epoch.
+    train_reduce_lr : dict or None
+        Arguments of ``keras.callbacks.ReduceLROnPlateau`` (default ``{'factor': 0.5, 'patience': 10}``).
+    batch_norm : bool
+        Batch normalisation after each convolution (default ``True``).
+    n2v_perc_pix : float
+        Percentage of blind-spot pixels per patch (default 1.5, as in n2v; the papers use 0.198).
+    n2v_patch_shape : tuple of int
+        Training patch shape, divisible by ``2**unet_n_depth`` (default 64 per axis).
+    n2v_manipulator : str
+        Replacement strategy, one of :data:`n2v_tf.masking.MANIPULATORS` (default ``'uniform_withCP'``).
+    n2v_neighborhood_radius : int
+        Radius of the replacement neighbourhood (default 5).
+    single_net_per_channel : bool
+        One independent U-Net per channel (default ``True``).
+    blurpool, skip_skipone : bool
+        N2V2 architecture: max-blur-pool instead of max-pool, no top-most skip connection.
+    structN2Vmask : list or None
+        structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
+    probabilistic : bool
+        PN2V (not available in this version: must be ``False``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(8, 64, 64, 1)).astype('float32')
+    >>> config = N2VConfig(X, unet_kern_size=3, train_steps_per_epoch=10)
+    >>> config.n_dim, config.axes
+    (2, 'YXC')
+    """
+
+    def __init__(self, X: np.ndarray | Sequence[np.ndarray] | None = None, **kwargs: Any) -> None:
+        have_data = X is not None and not (isinstance(X, np.ndarray) and X.size == 0)
+        if have_data:
+            n_dim, n_channel, means, stds = _data_stats(X)
+            kwargs.pop("n_dim", None)  # n2v ignores a user-given n_dim as well
+        else:
+            if "n_dim" not in kwargs:
+                raise ValueError("N2VConfig: give training data X, or all attributes including 'n_dim' (as in config.json)")
+            n_dim = kwargs["n_dim"]
+            n_channel = kwargs.get("n_channel_in", 1)
+            means, stds = ["0.0"] * n_channel, ["1.0"] * n_channel
+        self.means = [str(m) for m in means]
+        self.stds = [str(s) for s in stds]
+        self.n_dim = n_dim
+        self.axes = "ZYXC" if n_dim == 3 else "YXC"
+        self.n_channel_in = int(n_channel)
+        self.n_channel_out = int(n_channel)
+        self.unet_residual = False
+        self.unet_n_depth = 2
+        self.unet_kern_size = 5 if n_dim == 2 else 3
+        self.unet_n_first = 32
+        self.unet_last_activation = "linear"
+        self.unet_input_shape = (None,) * n_dim + (self.n_channel_in,)
+        self.train_loss = "mse"
+        self.train_epochs = 100
+        self.train_steps_per_epoch = 400
+        self.train_learning_rate = 0.0004
+        self.train_batch_size = 16
+        self.train_tensorboard = True
+        self.train_checkpoint = "weights_best.h5"
+        self.train_checkpoint_last = "weights_last.h5"
+        self.train_checkpoint_epoch = "weights_now.h5"
+        self.train_reduce_lr = {"factor": 0.5, "patience": 10}
+        self.batch_norm = True
+        self.n2v_perc_pix = 1.5
+        self.n2v_patch_shape = (64,) * n_dim
+        self.n2v_manipulator = "uniform_withCP"
+        self.n2v_neighborhood_radius = 5
+        self.single_net_per_channel = True
+        self.blurpool = False
+        self.skip_skipone = False
+        self.structN2Vmask = None
+        self.probabilistic = False
+
+        unknown = [k for k in kwargs if k not in vars(self)]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, vars(self), n=1, cutoff=0.5)
+                hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ValueError("N2VConfig: unknown parameter(s) " + ", ".join(hints))
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+        if isinstance(self.n2v_patch_shape, list):
+            self.n2v_patch_shape = tuple(self.n2v_patch_shape)
+        if isinstance(self.unet_input_shape, list):
+            self.unet_input_shape = tuple(self.unet_input_shape)
+
+    # ------------------------------------------------------------------ validation
+    def invalid_fields(self) -> dict[str, str]:
+        """Return ``{field: 'rule, got value'}`` for every invalid attribute (empty if valid)."""
+        bad: dict[str, str] = {}
+
+        def check(name: str, ok: bool, rule: str) -> None:
+            if not ok:
+                bad[name] = f"{rule}, got {getattr(self, name)!r}"
+
+        def floats(values: Any) -> list[float] | None:
+            try:
+                return [float(v) for v in values]
+            except (TypeError, ValueError):
+                return None
+
+        n_dim_ok = self.n_dim in (2, 3)
+        check("n_dim", n_dim_ok, "must be 2 or 3")
+        nd = self.n_dim if n_dim_ok else 2
+        m, s = floats(self.means), floats(self.stds)
+        check("means", m is not None and len(m) == self.n_channel_in and all(np.isfinite(m)),
+              "must hold one finite number per input channel")
+        check("stds", s is not None and len(s) == self.n_channel_in and all(np.isfinite(v) and v > 0 for v in s),
+              "must hold one positive finite number per input channel (constant data cannot be normalised)")
+        check("axes", self.axes == ("ZYXC" if nd == 3 else "YXC"), "must be 'YXC' (2D) or 'ZYXC' (3D)")
+        check("n_channel_in", _is_int(self.n_channel_in, 1), "must be an integer >= 1")
+        check("n_channel_out", _is_int(self.n_channel_out, 1), "must be an integer >= 1")
+        check("unet_residual", isinstance(self.unet_residual, bool)
+              and (not self.unet_residual or self.n_channel_in == self.n_channel_out),
+              "must be a bool (True needs n_channel_in == n_channel_out)")
+        check("unet_n_depth", _is_int(self.unet_n_depth, 1), "must be an integer >= 1")
+        check("unet_kern_size", _is_int(self.unet_kern_size, 1) and self.unet_kern_size % 2 == 1,
+              "must be an odd integer >= 1")
+        check("unet_n_first", _is_int(self.unet_n_first, 1), "must be an integer >= 1")
+        check("unet_last_activation", self.unet_last_activation in ("linear", "relu"), "must be 'linear' or 'relu'")
+        div = 2 ** self.unet_n_depth if _is_int(self.unet_n_depth, 1) else 1
+        shp = self.unet_input_shape
+        check("unet_input_shape", isinstance(shp, (list, tuple)) and len(shp) == nd + 1
+              and shp[-1] == self.n_channel_in and all(d is None or (_is_int(d, 1) and d % div == 0) for d in shp[:-1]),
+              f"must be (None,)*n_dim + (n_channel_in,) (sizes divisible by 2**unet_n_depth = {div})")
+        check("train_loss", self.train_loss in ("mse", "mae"), "must be 'mse' or 'mae'")
+        check("train_epochs", _is_int(self.train_epochs, 1), "must be an integer >= 1")
+        check("train_steps_per_epoch", _is_int(self.train_steps_per_epoch, 1), "must be an integer >= 1")
+        check("train_learning_rate", np.isscalar(self.train_learning_rate) and not isinstance(self.train_learning_rate, (str, bool))
+              and float(self.train_learning_rate) > 0, "must be a number > 0")
+        check("train_batch_size", _is_int(self.train_batch_size, 1), "must be an integer >= 1")
+        check("train_tensorboard", isinstance(self.train_tensorboard, bool), "must be a bool")
+        for name in ("train_checkpoint", "train_checkpoint_last", "train_checkpoint_epoch"):
+            v = getattr(self, name)
+            check(name, v is None or (isinstance(v, str) and v.endswith((".h5", ".hdf5"))),
+                  "must be None or a file name ending in .h5")
+        check("train_reduce_lr", self.train_reduce_lr is None or isinstance(self.train_reduce_lr, dict),
+              "must be None or a dict of ReduceLROnPlateau arguments")
+        check("batch_norm", isinstance(self.batch_norm, bool), "must be a bool")
+        perc_ok = (np.isscalar(self.n2v_perc_pix) and not isinstance(self.n2v_perc_pix, (str, bool))
+                   and 0 < float(self.n2v_perc_pix) <= 100)
+        check("n2v_perc_pix", perc_ok, "must be a percentage in (0, 100]")
+        ps = self.n2v_patch_shape
+        ps_ok = isinstance(ps, (list, tuple)) and len(ps) == nd and all(_is_int(d, 1) and d % div == 0 for d in ps)
+        check("n2v_patch_shape", ps_ok,
+              f"must be {nd} positive integers divisible by 2**unet_n_depth = {div}")
+        if perc_ok and ps_ok and np.prod(ps) / box_size(float(self.n2v_perc_pix), nd) ** nd < 1:
+            bad["n2v_perc_pix"] = (f"is so small that no pixel of a {tuple(ps)} patch is masked "
+                                   f"(box side {box_size(float(self.n2v_perc_pix), nd)}), got {self.n2v_perc_pix!r}")
+        check("n2v_manipulator", self.n2v_manipulator in MANIPULATORS, f"must be one of {', '.join(MANIPULATORS)}")
+        check("n2v_neighborhood_radius", _is_int(self.n2v_neighborhood_radius, 0), "must be an integer >= 0")
+        for name in ("single_net_per_channel", "blurpool", "skip_skipone"):
+            check(name, isinstance(getattr(self, name), bool), "must be a bool")
+        if self.structN2Vmask is not None:
+            try:
+                mask = np.asarray(self.structN2Vmask)
+                ok = (mask.ndim == nd and all(x % 2 == 1 for x in mask.shape)
+                      and np.isin(mask, (0, 1)).all() and (not ps_ok or all(a <= b for a, b in zip(mask.shape, ps))))
+            except (TypeError, ValueError):
+                ok = False
+            check("structN2Vmask", ok, "must be None or a 0/1 array with n_dim dimensions, odd sides, "
+                                        "not larger than n2v_patch_shape")
+        check("probabilistic", self.probabilistic is False,
+              "must be False (PN2V is not available in this version of n2v_tf)")
+        return bad
+
+    def is_valid(self, return_invalid: bool = False) -> bool | tuple[bool, tuple[str, ...]]:
+        """n2v-compatible validity check.
+
+        Parameters
+        ----------
+        return_invalid : bool
+            Also return the names of the invalid attributes.
+
+        Returns
+        -------
+        bool or tuple of (bool, tuple of str)
+        """
+        bad = self.invalid_fields()
+        return (not bad, tuple(bad)) if return_invalid else not bad
+
+    def validate(self) -> None:
+        """Raise one :class:`ValueError` that lists every invalid attribute, its rule and its value."""
+        bad = self.invalid_fields()
+        if bad:
+            raise ValueError("Invalid N2VConfig: " + "; ".join(f"{k} {v}" for k, v in bad.items()))
+        if (self.blurpool or self.skip_skipone) and self.n2v_manipulator not in ("mean", "median"):
+            warnings.warn("N2V2 (blurpool/skip_skipone) is meant to be used with n2v_manipulator='median' or 'mean' "
+                          f"(got {self.n2v_manipulator!r})", stacklevel=2)
+
+    def update_parameters(self, allow_new: bool = False, **kwargs: Any) -> None:
+        """Set attributes; unknown names raise :class:`ValueError` unless ``allow_new``."""
+        unknown = [k for k in kwargs if k not in vars(self)]
+        if unknown and not allow_new:
+            raise ValueError(f"N2VConfig: unknown parameter(s) {', '.join(unknown)}")
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+
+    @classmethod
+    def update_loaded_config(cls, config: dict) -> dict:
+        """Map a loaded ``config.json`` (n2v 0.3.x or ours) to constructor arguments (CSBDeep hook)."""
+        config = dict(config)
+        config.pop("allow_new_parameters", None)
+        return config

@@ -1,0 +1,375 @@
+"""Training data for Noise2Void: a masking ``keras.utils.PyDataset`` and n2v's data generator.
+
+:class:`N2VSequence` draws random patches of ``patch_shape`` from either an n2v patch array
+``(S, *spatial, C)`` or a list of images of different sizes ``[(*spatial, C), ...]``, normalises
+them, and masks them with :func:`n2v_tf.masking.mask_batch`. Every batch is a fresh pair of arrays,
+computed from a generator seeded by ``(seed, epoch, index)``, so batches are reproducible and the
+sequence is safe with ``workers > 1``. Large data never has to be cut into patches in memory first.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from typing import Sequence
+
+import keras
+import numpy as np
+import tifffile
+
+from .masking import mask_batch
+
+__all__ = ["N2VSequence", "validation_data", "N2V_DataGenerator", "read_image", "as_image_list"]
+
+
+def as_image_list(X: np.ndarray | Sequence[np.ndarray], n_dim: int, n_channel: int, name: str = "X"
+                  ) -> list[np.ndarray]:
+    """Check training data and return it as a list of ``(*spatial, C)`` arrays (views, no copies).
+
+    Parameters
+    ----------
+    X : numpy.ndarray or list of numpy.ndarray
+        An n2v array ``(S, *spatial, C)`` or a list of ``(*spatial, C)`` images.
+    n_dim, n_channel : int
+        Expected number of spatial axes and channels.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    list of numpy.ndarray
+
+    Raises
+    ------
+    ValueError
+        Empty data, wrong rank, wrong channel count, non-finite values.
+    """
+    if isinstance(X, np.ndarray):
+        if X.ndim != n_dim + 2:
+            raise ValueError(f"{name}: expected an array with {n_dim + 2} axes ({'SZYXC' if n_dim == 3 else 'SYXC'}), "
+                             f"got shape {X.shape}")
+        images = list(X)
+    else:
+        images = [np.asarray(im) for im in X]
+    if len(images) == 0:
+        raise ValueError(f"{name}: no images given (empty list or array)")
+    for i, im in enumerate(images):
+        if im.ndim != n_dim + 1:
+            raise ValueError(f"{name}[{i}]: expected {n_dim} spatial axes and a channel axis "
+                             f"({'ZYXC' if n_dim == 3 else 'YXC'}), got shape {im.shape}")
+        if im.shape[-1] != n_channel:
+            raise ValueError(f"{name}[{i}]: the model has {n_channel} channel(s), the image has {im.shape[-1]} "
+                             f"(shape {im.shape})")
+        if not np.issubdtype(im.dtype, np.number):
+            raise ValueError(f"{name}[{i}]: expected numeric data, got dtype {im.dtype}")
+        if not np.isfinite(im).all():
+            raise ValueError(f"{name}[{i}]: contains NaN or Inf values ({int((~np.isfinite(im)).sum())} pixels); "
+                             "remove or replace them before training")
+    return images
+
+
+class N2VSequence(keras.utils.PyDataset):
+    """Batches of masked random patches for N2V training (a ``keras.utils.PyDataset``).
+
+    Parameters
+    ----------
+    X : numpy.ndarray or list of numpy.ndarray
+        Patch array ``(S, *spatial, C)`` or list of images ``(*spatial, C)`` of any size
+        (each at least ``patch_shape``), raw or normalised.
+    patch_shape : sequence of int
+        Shape of the training patches (2 or 3 entries).
+    batch_size : int
+        Patches per batch.
+    perc_pix : float
+        Percentage of blind-spot pixels per patch.
+    manipulator : str
+        Replacement strategy (see :data:`n2v_tf.masking.MANIPULATORS`).
+    radius : int
+        Neighbourhood radius of the replacement.
+    struct_mask : array-like, optional
+        structN2V mask.
+    steps_per_epoch : int, optional
+        Length of the sequence; default: one pass over the data's pixels.
+    means, stds : sequence of float, optional
+        Per-channel normalisation applied to each patch (default none).
+    augment : bool
+        Random 90-degree rotations and flips in the YX plane.
+    seed : int, optional
+        Base seed; ``None`` draws one.
+    **kwargs
+        ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``keras.utils.PyDataset``.
+
+    Notes
+    -----
+    ``__getitem__(i)`` returns ``(masked_input, concat([target, mask], -1))`` as new float32 arrays.
+    Images of a list are drawn with probability proportional to their number of patch positions.
+    """
+
+    def __init__(self, X: np.ndarray | Sequence[np.ndarray], patch_shape: Sequence[int], batch_size: int = 16,
+                 perc_pix: float = 0.198, manipulator: str = "uniform_withCP", radius: int = 5,
+                 struct_mask: np.ndarray | None = None, steps_per_epoch: int | None = None,
+                 means: Sequence[float] | None = None, stds: Sequence[float] | None = None,
+                 augment: bool = False, seed: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.patch_shape = tuple(int(p) for p in patch_shape)
+        n_dim = len(self.patch_shape)
+        n_channel = (X.shape[-1] if isinstance(X, np.ndarray) else np.shape(X[0])[-1]) if len(X) else 1
+        self.images = as_image_list(X, n_dim, n_channel)
+        for i, im in enumerate(self.images):
+            if any(s < p for s, p in zip(im.shape[:-1], self.patch_shape)):
+                raise ValueError(f"X[{i}] has spatial shape {im.shape[:-1]}, smaller than n2v_patch_shape "
+                                 f"{self.patch_shape}: use a smaller patch shape or larger images")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.perc_pix, self.manipulator, self.radius = perc_pix, manipulator, radius
+        self.struct_mask = None if struct_mask is None else np.array(struct_mask, copy=True)
+        self.augment = augment
+        self.means = np.asarray(means if means is not None else [0.0] * n_channel, np.float32)
+        self.stds = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float32)
+        positions = np.array([np.prod([s - p + 1 for s, p in zip(im.shape[:-1], self.patch_shape)])
+                              for im in self.images], dtype=np.float64)
+        self._p = positions / positions.sum()
+        if steps_per_epoch is None:
+            n_pix = sum(int(np.prod(im.shape[:-1])) for im in self.images)
+            steps_per_epoch = max(1, int(np.ceil(n_pix / (self.batch_size * np.prod(self.patch_shape)))))
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def crop_batch(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw one batch of normalised random patches ``(batch_size, *patch_shape, C)``."""
+        idx = rng.choice(len(self.images), size=self.batch_size, p=self._p)
+        batch = np.empty((self.batch_size,) + self.patch_shape + (self.images[0].shape[-1],), np.float32)
+        for b, i in enumerate(idx):  # loop over the batch, not over pixels
+            im = self.images[i]
+            start = [int(rng.integers(0, s - p + 1)) for s, p in zip(im.shape[:-1], self.patch_shape)]
+            patch = im[tuple(slice(a, a + p) for a, p in zip(start, self.patch_shape))]
+            if self.augment:
+                patch = np.rot90(patch, int(rng.integers(4)), axes=(-3, -2)) if patch.shape[-3] == patch.shape[-2] \
+                    else patch
+                if rng.random() < 0.5:
+                    patch = patch[..., ::-1, :]
+            batch[b] = patch
+        batch -= self.means
+        batch /= self.stds
+        return batch
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a sequence of length {len(self)}")
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        return mask_batch(self.crop_batch(rng), self.perc_pix, self.manipulator, self.radius, rng, self.struct_mask)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+
+def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Sequence[int], perc_pix: float,
+                    manipulator: str = "uniform_withCP", radius: int = 5, struct_mask: np.ndarray | None = None,
+                    means: Sequence[float] | None = None, stds: Sequence[float] | None = None, div_by: int = 1,
+                    seed: int = 0, max_patches: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Mask validation data once, with a fixed seed.
+
+    Parameters
+    ----------
+    X_val : numpy.ndarray or list of numpy.ndarray
+        An n2v array ``(S, *spatial, C)`` (used whole, spatial sizes divisible by ``div_by``) or a list
+        of images, which are cut into non-overlapping patches of ``patch_shape``.
+    patch_shape : sequence of int
+        Training patch shape.
+    perc_pix, manipulator, radius, struct_mask
+        Masking, as for training.
+    means, stds : sequence of float, optional
+        Per-channel normalisation.
+    div_by : int
+        Required divisor of the spatial sizes (``2**unet_n_depth``).
+    seed : int
+        Seed of the masking.
+    max_patches : int
+        At most this many patches are kept from a list (evenly spaced).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(X_masked, Y)`` as for training.
+    """
+    n_dim = len(patch_shape)
+    n_channel = X_val.shape[-1] if isinstance(X_val, np.ndarray) else np.shape(X_val[0])[-1]
+    images = as_image_list(X_val, n_dim, n_channel, name="validation_X")
+    if isinstance(X_val, np.ndarray):
+        bad = [s for s in X_val.shape[1:-1] if s % div_by]
+        if bad:
+            raise ValueError(f"validation_X: spatial shape {X_val.shape[1:-1]} must be divisible by "
+                             f"2**unet_n_depth = {div_by}")
+        X = np.asarray(X_val, np.float32)
+    else:
+        X = np.concatenate([_grid_patches(im, patch_shape) for im in images], axis=0)
+        if len(X) == 0:
+            raise ValueError(f"validation_X: every image is smaller than n2v_patch_shape {tuple(patch_shape)}")
+        if len(X) > max_patches:
+            X = X[np.linspace(0, len(X) - 1, max_patches).astype(int)]
+    mean = np.asarray(means if means is not None else [0.0] * n_channel, np.float32)
+    std = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float32)
+    return mask_batch((X - mean) / std, perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask)
+
+
+def _grid_patches(img: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Non-overlapping patches of ``shape`` on a regular grid of ``img`` (``(*spatial, C)``)."""
+    n = [s // p for s, p in zip(img.shape[:-1], shape)]
+    if 0 in n:
+        return np.empty((0,) + tuple(shape) + img.shape[-1:], img.dtype)
+    crop = img[tuple(slice(0, k * p) for k, p in zip(n, shape))]
+    split = []
+    for k, p in zip(n, shape):
+        split += [k, p]
+    blocks = crop.reshape(split + [img.shape[-1]])
+    order = list(range(0, 2 * len(n), 2)) + list(range(1, 2 * len(n), 2)) + [2 * len(n)]
+    return blocks.transpose(order).reshape((-1,) + tuple(shape) + img.shape[-1:])
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read a TIFF (``tifffile``) or PNG/JPEG (Pillow) image as a NumPy array.
+
+    Parameters
+    ----------
+    path : str
+        File path.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read as an image.
+    """
+    ext = os.path.splitext(str(path))[1].lower()
+    try:
+        if ext in (".tif", ".tiff"):
+            return tifffile.imread(path)
+        from PIL import Image
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # unreadable or corrupt file: say which one
+        raise ValueError(f"cannot read image file {path!r}: {e}") from e
+
+
+class N2V_DataGenerator:
+    """Load images and cut them into patches (the data helper of n2v 0.3.x, same methods).
+
+    Examples
+    --------
+    >>> gen = N2V_DataGenerator()
+    >>> import numpy as np
+    >>> imgs = [np.zeros((1, 128, 128, 1), np.float32)]
+    >>> gen.generate_patches_from_list(imgs, shape=(64, 64), augment=False).shape
+    (4, 64, 64, 1)
+    """
+
+    def load_imgs(self, files: Sequence[str], dims: str = "YX") -> list[np.ndarray]:
+        """Load images and bring them to ``SYXC`` / ``SZYXC``.
+
+        Parameters
+        ----------
+        files : list of str
+            Image files (TIFF, PNG).
+        dims : str
+            Axes of the files, e.g. ``'YX'``, ``'TYX'``, ``'ZYX'``, ``'YXC'``, ``'SZYXC'``.
+            ``T`` and ``S`` become the sample axis.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One array per file, with axes ``SYXC`` (2D) or ``SZYXC`` (3D).
+        """
+        dims = dims.upper()
+        if not set(dims) <= set("STZYXC") or len(set(dims)) != len(dims) or not {"Y", "X"} <= set(dims):
+            raise ValueError(f"dims must contain Y and X and only the letters S, T, Z, Y, X, C once each, got {dims!r}")
+        if "S" in dims and "T" in dims:
+            raise ValueError(f"dims may contain S or T (both mean 'sample'), not both: {dims!r}")
+        if len(files) == 0:
+            raise ValueError("load_imgs: no files given")
+        out = []
+        target = ("S" + ("Z" if "Z" in dims else "") + "YXC")
+        for f in files:
+            img = read_image(f)
+            if img.ndim != len(dims):
+                raise ValueError(f"{f}: image has {img.ndim} axes (shape {img.shape}) but dims={dims!r}")
+            axes = dims.replace("T", "S")
+            for a in "SC":
+                if a not in axes:
+                    img, axes = img[..., np.newaxis], axes + a
+            img = np.transpose(img, [axes.index(a) for a in target])
+            out.append(img.astype(np.float32, copy=False))
+        return out
+
+    def load_imgs_from_directory(self, directory: str, filter: str = "*.tif", dims: str = "YX") -> list[np.ndarray]:
+        """Load all images in ``directory`` matching ``filter`` (sorted), see :meth:`load_imgs`."""
+        if not os.path.isdir(directory):
+            raise ValueError(f"directory {directory!r} does not exist")
+        files = sorted(glob.glob(os.path.join(directory, filter)))
+        if not files:
+            raise ValueError(f"no files matching {filter!r} in {directory!r}")
+        return self.load_imgs(files, dims=dims)
+
+    def generate_patches_from_list(self, data: Sequence[np.ndarray], num_patches_per_img: int | None = None,
+                                   shape: Sequence[int] = (256, 256), augment: bool = True,
+                                   shuffle: bool = False, seed: int | None = None) -> np.ndarray:
+        """Cut patches from every ``SYXC``/``SZYXC`` array of ``data``, see :meth:`generate_patches`."""
+        patches = [self.generate_patches(img, num_patches_per_img, shape, augment, seed=seed) for img in data]
+        patches = np.concatenate(patches, axis=0)
+        if shuffle:
+            np.random.default_rng(seed).shuffle(patches, axis=0)
+        return patches
+
+    def generate_patches(self, data: np.ndarray, num_patches: int | None = None, shape: Sequence[int] = (256, 256),
+                         augment: bool = True, seed: int | None = None) -> np.ndarray:
+        """Cut patches of ``shape`` from an ``SYXC`` / ``SZYXC`` array.
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            Images with axes ``SYXC`` or ``SZYXC``.
+        num_patches : int, optional
+            Random patches per image; ``None`` cuts a regular non-overlapping grid.
+        shape : sequence of int
+            Patch shape (2 or 3 entries).
+        augment : bool
+            Add the 8 rotations/flips of the YX plane (only for square YX patches).
+        seed : int, optional
+            Seed of the random patch positions.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, *shape, C)``.
+        """
+        shape = tuple(int(s) for s in shape)
+        if data.ndim != len(shape) + 2:
+            raise ValueError(f"data has shape {data.shape}, expected {len(shape) + 2} axes for patches of {shape}")
+        if any(s < p for s, p in zip(data.shape[1:-1], shape)):
+            raise ValueError(f"patch shape {shape} is larger than the images {data.shape[1:-1]}")
+        if num_patches is None:
+            patches = np.concatenate([_grid_patches(img, shape) for img in data], axis=0)
+        else:
+            rng = np.random.default_rng(seed)
+            patches = []
+            for img in data:
+                for _ in range(num_patches):
+                    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(img.shape[:-1], shape)]
+                    patches.append(img[tuple(slice(a, a + p) for a, p in zip(start, shape))])
+            patches = np.stack(patches)
+        if augment:
+            if shape[-1] != shape[-2]:
+                warnings.warn(f"augment=True needs square YX patches, got {shape}: no augmentation", stacklevel=2)
+            else:
+                rots = [np.rot90(patches, k, axes=(-3, -2)) for k in range(4)]
+                patches = np.concatenate(rots + [r[..., ::-1, :] for r in rots], axis=0)
+        return patches

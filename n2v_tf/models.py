@@ -1,0 +1,317 @@
+"""The :class:`N2V` model: CSBDeep model folder, training and (tiled) prediction.
+
+``N2V`` subclasses CSBDeep's ``CARE`` (model folder ``basedir/name`` with ``config.json``,
+``weights_best.h5``, ``weights_last.h5``; tiled prediction; checkpoint callbacks) and overrides
+what Noise2Void does differently: the network, the masked-pixel training data and losses, the
+per-channel mean/std normalisation and the loading of n2v 0.3.x weight files.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+from csbdeep.data import PadAndCropResizer, Resizer
+from csbdeep.models import CARE
+from csbdeep.utils import axes_check_and_normalize, load_json
+
+from .config import N2VConfig
+from .data import N2VSequence, as_image_list, validation_data
+from .losses import LOSSES
+from .masking import tta_backward, tta_forward
+from .nets import build_unet, load_weights_h5, receptive_field_radius
+
+__all__ = ["N2V"]
+
+
+class _LearningRateLogger(keras.callbacks.Callback):
+    """Write the current learning rate to the logs as ``learning_rate`` and ``lr`` (n2v/ZeroCostDL4Mic read ``lr``)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = lr
+            logs["lr"] = lr
+
+
+def _config_as_json(config: N2VConfig) -> dict:
+    return json.loads(json.dumps(vars(config)))
+
+
+class N2V(CARE):
+    """Noise2Void / N2V2 model (n2v 0.3.3-compatible API).
+
+    Parameters
+    ----------
+    config : N2VConfig or None
+        Configuration; ``None`` loads ``basedir/name/config.json`` and the weights found there
+        (also folders written by n2v 0.3.x).
+    name : str, optional
+        Model name (folder name); a time stamp if ``None``.
+    basedir : str or pathlib.Path or None
+        Folder that holds the model folder; ``None`` keeps everything in memory.
+    overwrite : bool
+        Allow a new ``config`` to replace a *different* ``config.json`` already in ``basedir/name``.
+        Without it that raises :class:`FileExistsError`, so a trained model is never silently lost.
+        (Re-creating a model with the identical config, as a re-run notebook cell does, is allowed.)
+
+    Attributes
+    ----------
+    config : N2VConfig
+    keras_model : keras.Model
+    name : str
+    logdir : pathlib.Path
+
+    Examples
+    --------
+    >>> from n2v_tf import N2VConfig, N2V
+    >>> model = N2V(config, 'my_model', basedir='models')  # doctest: +SKIP
+    >>> history = model.train(X, X_val)                      # doctest: +SKIP
+    >>> denoised = model.predict(img, axes='YX')             # doctest: +SKIP
+
+    References
+    ----------
+    .. [1] A. Krull, T.-O. Buchholz, F. Jug, "Noise2Void - Learning Denoising from Single Noisy Images", CVPR 2019.
+    .. [2] E. Höck et al., "N2V2 - Fixing Noise2Void Checkerboard Artifacts with Modified Sampling Strategies and a
+       Tweaked Network Architecture", ECCV Workshops 2022.
+    """
+
+    def __init__(self, config: N2VConfig | None, name: str | None = None, basedir: str | Path | None = ".",
+                 overwrite: bool = False) -> None:
+        if config is not None:
+            if not isinstance(config, N2VConfig):
+                raise TypeError(f"config must be an N2VConfig or None, got {type(config).__name__}")
+            config.validate()
+        self._overwrite = bool(overwrite)
+        super().__init__(config, name=name, basedir=basedir)
+
+    # ------------------------------------------------------------------ model folder
+    def _set_logdir(self) -> None:
+        if self.config is not None and self.basedir is not None and not self._overwrite:
+            existing = self.basedir / self.name / "config.json"
+            if existing.exists() and load_json(str(existing)) != _config_as_json(self.config):
+                raise FileExistsError(
+                    f"{existing} holds a different configuration: creating this model would make the weights in "
+                    f"{existing.parent} unusable. Choose another name, delete the folder, or pass overwrite=True.")
+        super()._set_logdir()
+
+    def _update_and_check_config(self) -> None:
+        self.config.validate()
+
+    @property
+    def _config_class(self):
+        return N2VConfig
+
+    def _build(self) -> keras.Model:
+        c = self.config
+        return build_unet(n_dim=c.n_dim, n_channel_in=c.n_channel_in, n_depth=c.unet_n_depth,
+                          kern_size=c.unet_kern_size, n_first=c.unet_n_first, batch_norm=c.batch_norm,
+                          last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
+                          skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel)
+
+    def load_weights(self, name: str = "weights_best.h5") -> None:
+        """Load weights from the model folder (files of n2v 0.3.x and of n2v_tf).
+
+        Parameters
+        ----------
+        name : str
+            Weight file name in ``basedir/name``.
+        """
+        if self.basedir is None:
+            raise ValueError("load_weights: this model has basedir=None, so there is no model folder to load from")
+        path = self.logdir / name
+        if not path.exists():
+            raise FileNotFoundError(f"weight file {path} does not exist")
+        if str(path).endswith(".weights.h5"):
+            self.keras_model.load_weights(str(path))
+        else:
+            load_weights_h5(self.keras_model, str(path))
+
+    # ------------------------------------------------------------------ training
+    def prepare_for_training(self, optimizer: keras.optimizers.Optimizer | None = None,
+                             metrics: Sequence[str] = ("mse", "mae"), **kwargs) -> None:
+        """Compile the network and create the training callbacks.
+
+        Parameters
+        ----------
+        optimizer : keras.optimizers.Optimizer, optional
+            Default: Adam with ``config.train_learning_rate``.
+        metrics : sequence of str
+            Masked metrics to log, from ``'mse'``, ``'mae'`` (logged as ``n2v_mse``, ``n2v_abs``).
+        **kwargs
+            Not used; accepted names raise :class:`TypeError` so typos do not pass silently.
+
+        Notes
+        -----
+        Callbacks: learning-rate logging (``lr`` and ``learning_rate`` in the history),
+        ``TerminateOnNaN``, CSBDeep's best/last checkpoints, TensorBoard (``config.train_tensorboard``)
+        and ``ReduceLROnPlateau`` (``config.train_reduce_lr``).
+        """
+        if kwargs:
+            raise TypeError(f"prepare_for_training got unexpected argument(s) {', '.join(kwargs)}")
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate=self.config.train_learning_rate)
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(f"optimizer must be a keras.optimizers.Optimizer, got {type(optimizer).__name__}")
+        unknown = [m for m in metrics if m not in LOSSES]
+        if unknown:
+            raise ValueError(f"metrics: unknown name(s) {unknown}; choose from {sorted(LOSSES)}")
+        self.keras_model.compile(optimizer=optimizer, loss=LOSSES[self.config.train_loss],
+                                 metrics=[LOSSES[m] for m in metrics])
+        self.callbacks = [_LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
+        if self.basedir is not None:
+            self.callbacks += self._checkpoint_callbacks()
+            if self.config.train_tensorboard:
+                self.callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.logdir / "logs"),
+                                                                  write_graph=False, profile_batch=0))
+        if self.config.train_reduce_lr is not None:
+            params = {"verbose": True, **self.config.train_reduce_lr}
+            self.callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(**params))
+        self._model_prepared = True
+
+    def train(self, X: np.ndarray | Sequence[np.ndarray], validation_X: np.ndarray | Sequence[np.ndarray],
+              epochs: int | None = None, steps_per_epoch: int | None = None, *, verbose: int = 1,
+              seed: int | None = None) -> keras.callbacks.History:
+        """Train the network with Noise2Void on noisy data only.
+
+        Parameters
+        ----------
+        X : numpy.ndarray or list of numpy.ndarray
+            Training data: an n2v patch array ``SYXC``/``SZYXC``, or a list of ``YXC``/``ZYXC`` images of any
+            size, from which random ``n2v_patch_shape`` crops are drawn on the fly.
+        validation_X : numpy.ndarray or list of numpy.ndarray
+            Validation data (array used whole, spatial sizes divisible by ``2**unet_n_depth``; list cut into
+            patches); masked once with a fixed seed.
+        epochs, steps_per_epoch : int, optional
+            Override ``config.train_epochs`` / ``config.train_steps_per_epoch``.
+        verbose : int
+            Keras progress output.
+        seed : int, optional
+            Seed of the training batches.
+
+        Returns
+        -------
+        keras.callbacks.History
+            ``history.history`` holds ``loss``, ``val_loss``, the metrics and ``lr``/``learning_rate``.
+        """
+        c = self.config
+        epochs = c.train_epochs if epochs is None else int(epochs)
+        steps_per_epoch = c.train_steps_per_epoch if steps_per_epoch is None else int(steps_per_epoch)
+        for name, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        train_imgs = as_image_list(X, c.n_dim, c.n_channel_in, "X")
+        val_imgs = as_image_list(validation_X, c.n_dim, c.n_channel_in, "validation_X")
+        n_train = sum(im.size for im in train_imgs)
+        n_val = sum(im.size for im in val_imgs)
+        if n_val / (n_train + n_val) < 0.05:
+            warnings.warn(f"small number of validation images (only {100 * n_val / (n_train + n_val):.1f}% of all "
+                          "images)", stacklevel=2)
+        struct = None if c.structN2Vmask is None else np.array(c.structN2Vmask)
+        masking = dict(perc_pix=c.n2v_perc_pix, manipulator=c.n2v_manipulator, radius=c.n2v_neighborhood_radius,
+                       struct_mask=struct, means=[float(m) for m in c.means], stds=[float(s) for s in c.stds])
+        train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
+                                 batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
+        val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) else val_imgs,
+                                   c.n2v_patch_shape, div_by=2 ** c.unet_n_depth, **masking)
+        if not self._model_prepared:
+            self.prepare_for_training()
+        history = self.keras_model.fit(train_data, validation_data=val_data, epochs=epochs,
+                                       validation_batch_size=c.train_batch_size, callbacks=self.callbacks,
+                                       verbose=verbose)
+        self._training_finished()
+        return history
+
+    # ------------------------------------------------------------------ prediction
+    def _axes_tile_overlap(self, query_axes: str) -> tuple[int, ...]:
+        query_axes = axes_check_and_normalize(query_axes)
+        r = receptive_field_radius(self.config.unet_n_depth, self.config.unet_kern_size, self.config.blurpool)
+        return tuple((r if a in "XYZT" else 0) for a in query_axes)
+
+    def predict(self, img: np.ndarray, axes: str, resizer: Resizer = PadAndCropResizer(),
+                n_tiles: Sequence[int] | None = None, tta: bool = False) -> np.ndarray:
+        """Denoise a raw (not normalised) image.
+
+        Parameters
+        ----------
+        img : numpy.ndarray
+            Image with axes ``axes``.
+        axes : str
+            Axes of ``img``, e.g. ``'YX'``, ``'ZYX'``, ``'YXC'``, ``'SYX'`` (``S``/``T``: images predicted one by one).
+        resizer : csbdeep.data.Resizer
+            Pads the image to a size the network accepts and crops the result back.
+        n_tiles : sequence of int, optional
+            Tiles per axis of ``img`` (1 for channel and sample axes); tiles overlap by the receptive field,
+            so tiled and untiled predictions agree.
+        tta : bool
+            Average over the 8 rotations/flips of the YX plane.
+
+        Returns
+        -------
+        numpy.ndarray
+            Denoised image, float32, same shape and axes as ``img``.
+        """
+        c = self.config
+        img = np.asarray(img)
+        axes = axes_check_and_normalize(axes, img.ndim)
+        spatial = "ZYX" if c.n_dim == 3 else "YX"
+        if set(axes) - set("CST") != set(spatial):
+            raise ValueError(f"axes {axes!r} do not fit this {c.n_dim}D model: it needs the axes {spatial!r}, "
+                             "optionally 'C' and one sample axis 'S' or 'T'")
+        n_tiles = None if n_tiles is None else tuple(int(t) for t in n_tiles)
+        if n_tiles is not None and len(n_tiles) != img.ndim:
+            raise ValueError(f"n_tiles must have one entry per axis of img ({axes!r}), got {n_tiles}")
+        sample = next((a for a in "ST" if a in axes), None)
+        if sample is not None:
+            if "S" in axes and "T" in axes:
+                raise ValueError(f"axes {axes!r}: use only one of 'S' and 'T'")
+            i = axes.index(sample)
+            sub_tiles = None if n_tiles is None else n_tiles[:i] + n_tiles[i + 1:]
+            out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta) for im in np.moveaxis(img, i, 0)]
+            return np.moveaxis(np.stack(out), 0, i)
+        n_ch = img.shape[axes.index("C")] if "C" in axes else 1
+        if n_ch != c.n_channel_in:
+            raise ValueError(f"img has {n_ch} channel(s) (axes {axes!r}, shape {img.shape}) but the model expects "
+                             f"{c.n_channel_in}" + ("; add 'C' to axes" if "C" not in axes else ""))
+        if img.dtype != np.float32:
+            img = img.astype(np.float32)
+        x = np.moveaxis(img, axes.index("C"), -1) if "C" in axes else img[..., np.newaxis]
+        net_axes = axes.replace("C", "") + "C"
+        if n_tiles is not None:
+            n_tiles = tuple(n_tiles[axes.index(a)] for a in net_axes) if "C" in axes else n_tiles + (1,)
+        means = np.array([float(m) for m in c.means], np.float32)
+        stds = np.array([float(s) for s in c.stds], np.float32)
+        x = (x - means) / stds
+        yx = (net_axes.index("Y"), net_axes.index("X"))
+
+        def _run(arr, tiles):
+            return self._predict_mean_and_scale(arr, axes=net_axes, normalizer=None, resizer=resizer,
+                                                n_tiles=tiles)[0]
+
+        if tta:
+            preds = []
+            for k, aug in enumerate(tta_forward(x, yx_axes=yx)):
+                tiles = n_tiles
+                if tiles is not None and k % 2 == 1:  # rotated by 90 or 270 degrees: swap Y and X tiles
+                    tiles = list(tiles)
+                    tiles[yx[0]], tiles[yx[1]] = tiles[yx[1]], tiles[yx[0]]
+                preds.append(_run(aug, tiles))
+            pred = tta_backward(preds, yx_axes=yx)
+        else:
+            pred = _run(x, n_tiles)
+        pred = (pred * stds + means).astype(np.float32)
+        return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
+
+    def export_TF(self, *args, **kwargs):
+        """BioImage.IO export is not part of this version of n2v_tf.
+
+        Raises
+        ------
+        NotImplementedError
+            Always; save the Keras model with ``model.keras_model.save('model.keras')`` meanwhile.
+        """
+        raise NotImplementedError("export_TF (BioImage.IO) is not available in this version of n2v_tf; "
+                                  "use model.keras_model.save('model.keras') to save the full network")

@@ -1,0 +1,358 @@
+"""U-Nets for N2V and N2V2 in 2D and 3D, built from Keras built-in layers only.
+
+One rank-agnostic builder serves 2D and 3D: the layer classes come from :data:`_LAYERS`.
+Layer names follow n2v 0.3.3 (``channel_0down_level_0_no_0``, ``channel_0max_0``, ...), so that
+weight files written by n2v load into these networks (:func:`load_weights_h5`).
+
+Saved models (``model.save('m.keras')``) contain no custom layer: they load with
+``keras.models.load_model`` in a process that never imports ``n2v_tf``.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+import h5py
+import keras
+import numpy as np
+from keras import layers
+
+__all__ = ["build_unet", "build_n2v_unet", "build_n2v2_unet", "receptive_field_radius", "load_weights_h5",
+           "blur_kernel"]
+
+_LAYERS = {
+    2: dict(conv=layers.Conv2D, max=layers.MaxPooling2D, up=layers.UpSampling2D),
+    3: dict(conv=layers.Conv3D, max=layers.MaxPooling3D, up=layers.UpSampling3D),
+}
+
+
+def blur_kernel(n_dim: int) -> np.ndarray:
+    """Normalised binomial ``[1, 2, 1]`` blur kernel of rank ``n_dim`` (N2V2's max-blur-pool)."""
+    k = np.array([1.0, 2.0, 1.0])
+    out = k
+    for _ in range(n_dim - 1):
+        out = np.multiply.outer(out, k)
+    return (out / out.sum()).astype(np.float32)
+
+
+def _max_blur_pool(x, n_dim: int, name: str):
+    """Max-blur-pool (Zhang, ICML 2019) with built-in layers: dense 2x2 max, then a fixed blur with stride 2.
+
+    The blur is a non-trainable depthwise convolution: ``DepthwiseConv2D`` in 2D (kernel layout of
+    n2v's ``MaxBlurPool2D``) and, as Keras has no 3D depthwise layer, a ``Conv3D`` whose kernel is
+    the blur on the channel diagonal in 3D.
+    """
+    channels = x.shape[-1]
+    x = _LAYERS[n_dim]["max"](pool_size=2, strides=1, padding="same", name=name + "_maxdense")(x)
+    if n_dim == 2:
+        blur = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, trainable=False, name=name)
+        x = blur(x)
+        blur.set_weights([np.repeat(blur_kernel(2)[..., None, None], channels, axis=2)])
+    else:
+        blur = layers.Conv3D(channels, 3, strides=2, padding="same", use_bias=False, trainable=False, name=name)
+        x = blur(x)
+        kernel = np.zeros((3, 3, 3, channels, channels), np.float32)
+        kernel[..., np.arange(channels), np.arange(channels)] = blur_kernel(3)[..., None]
+        blur.set_weights([kernel])
+    return x
+
+
+def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, name: str, activation: str = "relu"):
+    conv = _LAYERS[n_dim]["conv"]
+    if batch_norm:
+        x = conv(n_filter, kern_size, padding="same", kernel_initializer="glorot_uniform", name=name)(x)
+        x = layers.BatchNormalization(name=name + "_bn")(x)
+        return layers.Activation(activation, name=name + "_act")(x)
+    return conv(n_filter, kern_size, padding="same", kernel_initializer="glorot_uniform", activation=activation,
+                name=name)(x)
+
+
+def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch_norm: bool, blurpool: bool,
+                skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2):
+    """The U-Net body of n2v 0.3.3 (same layers, filter counts and names), for 2D and 3D."""
+    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm)
+    skips = []
+    for n in range(n_depth):
+        for i in range(n_conv_per_depth):
+            x = _conv_block(x, n_filter=n_first * 2 ** n, name=f"{prefix}down_level_{n}_no_{i}", **block)
+        if not skip_skipone or n > 0:
+            skips.append(x)
+        if blurpool:
+            x = _max_blur_pool(x, n_dim, name=f"{prefix}max_{n}")
+        else:
+            x = _LAYERS[n_dim]["max"](2, name=f"{prefix}max_{n}")(x)
+    for i in range(n_conv_per_depth - 1):
+        x = _conv_block(x, n_filter=n_first * 2 ** n_depth, name=f"{prefix}middle_{i}", **block)
+    x = _conv_block(x, n_filter=n_first * 2 ** max(0, n_depth - 1), name=f"{prefix}middle_{n_conv_per_depth}", **block)
+    for n in reversed(range(n_depth)):
+        x = _LAYERS[n_dim]["up"](2, name=f"{prefix}up_{n}")(x)
+        if not skip_skipone:
+            x = layers.Concatenate(axis=-1, name=f"{prefix}skip_{n}")([x, skips[n]])
+        elif n > 0:
+            x = layers.Concatenate(axis=-1, name=f"{prefix}skip_{n}")([x, skips[n - 1]])
+        for i in range(n_conv_per_depth - 1):
+            n_filter = n_first * 2 ** n if (skip_skipone and n > 0) else n_first
+            x = _conv_block(x, n_filter=n_filter, name=f"{prefix}up_level_{n}_no_{i}", **block)
+        x = _conv_block(x, n_filter=n_first * 2 ** max(0, n - 1), name=f"{prefix}up_level_{n}_no_{n_conv_per_depth}",
+                        **block)
+    return x
+
+
+def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_size: int = 3, n_first: int = 32,
+               batch_norm: bool = True, last_activation: str = "linear", residual: bool = False,
+               blurpool: bool = False, skip_skipone: bool = False, single_net_per_channel: bool = True,
+               n_out_per_channel: int = 1, n_conv_per_depth: int = 2, name: str = "n2v_unet") -> keras.Model:
+    """Build the N2V / N2V2 U-Net for 2D or 3D images (channels last).
+
+    Parameters
+    ----------
+    n_dim : int
+        Number of spatial dimensions, 2 or 3.
+    n_channel_in : int
+        Number of image channels.
+    n_depth : int
+        Number of resolution levels (the input size must be divisible by ``2**n_depth``).
+    kern_size : int
+        Convolution kernel size (odd).
+    n_first : int
+        Filters of the first level, doubled per level.
+    batch_norm : bool
+        Batch normalisation after every convolution.
+    last_activation : {'linear', 'relu'}
+        Activation of the output.
+    residual : bool
+        Add the input to the output (N2V default of CSBDeep; N2V2 is non-residual).
+    blurpool : bool
+        Max-blur-pool instead of max-pool (N2V2).
+    skip_skipone : bool
+        Drop the top-most skip connection (N2V2).
+    single_net_per_channel : bool
+        One independent U-Net per channel (n2v's default). Channels are split with fixed, non-trainable
+        1x1 convolutions, so no ``Lambda`` layer is needed.
+    n_out_per_channel : int
+        Output channels per input channel (1 for N2V).
+    n_conv_per_depth : int
+        Convolutions per level.
+    name : str
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(None,)*n_dim + (n_channel_in,)``, output ``(None,)*n_dim + (n_channel_in*n_out_per_channel,)``.
+
+    Notes
+    -----
+    The body replicates n2v 0.3.3's ``unet_block`` (including its filter counts in the decoder) so that
+    n2v weight files map one-to-one. With ``blurpool`` each pooling is a dense 2x2 max (stride 1,
+    'same') followed by a fixed binomial blur with stride 2 (Zhang 2019); with ``skip_skipone`` the
+    full-resolution skip connection is removed, which suppresses the checkerboard artefacts of N2V.
+
+    References
+    ----------
+    .. [1] O. Ronneberger, P. Fischer, T. Brox, "U-Net", MICCAI 2015.
+    .. [2] E. Höck, T.-O. Buchholz et al., "N2V2 - Fixing Noise2Void checkerboard artifacts with modified
+       sampling strategies and a tweaked network architecture", ECCV Workshops 2022.
+    .. [3] R. Zhang, "Making convolutional networks shift-invariant again", ICML 2019.
+
+    Examples
+    --------
+    >>> model = build_unet(n_dim=3, n_depth=1, n_first=4, blurpool=True, skip_skipone=True)
+    >>> model.output_shape
+    (None, None, None, None, 1)
+    """
+    if n_dim not in _LAYERS:
+        raise ValueError(f"n_dim must be 2 or 3, got {n_dim!r}")
+    if kern_size % 2 != 1:
+        raise ValueError(f"kern_size must be odd, got {kern_size!r}")
+    if last_activation not in ("linear", "relu"):
+        raise ValueError(f"last_activation must be 'linear' or 'relu', got {last_activation!r}")
+    conv = _LAYERS[n_dim]["conv"]
+    inp = keras.Input((None,) * n_dim + (n_channel_in,), name="input")
+    body = dict(n_dim=n_dim, n_depth=n_depth, n_first=n_first, kern_size=kern_size, batch_norm=batch_norm,
+                blurpool=blurpool, skip_skipone=skip_skipone, n_conv_per_depth=n_conv_per_depth)
+    if single_net_per_channel:
+        branches = []
+        for c in range(n_channel_in):
+            x = inp
+            if n_channel_in > 1:
+                select = conv(1, 1, use_bias=False, trainable=False, name=f"channel_{c}_select")
+                x = select(inp)
+                onehot = np.zeros((1,) * n_dim + (n_channel_in, 1), np.float32)
+                onehot[..., c, 0] = 1
+                select.set_weights([onehot])
+            branches.append((f"channel_{c}", x, n_out_per_channel))
+    else:
+        branches = [("", inp, n_channel_in * n_out_per_channel)]
+    outputs = []
+    for prefix, x_in, n_out in branches:
+        x = _unet_block(x_in, prefix=prefix, **body)
+        x = conv(n_out, 1, activation="linear", name=f"{prefix}final")(x)
+        if residual:
+            x = layers.Add(name=f"{prefix}residual")([x, x_in])
+        outputs.append(layers.Activation(last_activation, name=f"{prefix}last_activation")(x))
+    out = outputs[0] if len(outputs) == 1 else layers.Concatenate(axis=-1, name="channels")(outputs)
+    return keras.Model(inp, out, name=name)
+
+
+def build_n2v_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_size: int = 3, n_first: int = 32,
+                   **kwargs) -> keras.Model:
+    """Classic N2V U-Net: max-pooling, all skip connections, residual output.
+
+    Parameters
+    ----------
+    n_dim, n_channel_in, n_depth, kern_size, n_first
+        See :func:`build_unet`.
+    **kwargs
+        Further arguments of :func:`build_unet`.
+
+    Returns
+    -------
+    keras.Model
+    """
+    kwargs.setdefault("residual", n_channel_in == 1 or not kwargs.get("single_net_per_channel", True))
+    return build_unet(n_dim, n_channel_in, n_depth, kern_size, n_first, blurpool=False, skip_skipone=False, **kwargs)
+
+
+def build_n2v2_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_size: int = 3, n_first: int = 32,
+                    **kwargs) -> keras.Model:
+    """N2V2 U-Net: max-blur-pooling, no top-most skip connection, non-residual.
+
+    Parameters
+    ----------
+    n_dim, n_channel_in, n_depth, kern_size, n_first
+        See :func:`build_unet`.
+    **kwargs
+        Further arguments of :func:`build_unet`.
+
+    Returns
+    -------
+    keras.Model
+    """
+    return build_unet(n_dim, n_channel_in, n_depth, kern_size, n_first, blurpool=True, skip_skipone=True,
+                      residual=False, **kwargs)
+
+
+def receptive_field_radius(n_depth: int, kern_size: int, blurpool: bool = False, n_conv_per_depth: int = 2) -> int:
+    """Upper bound (pixels, per side) of the U-Net's receptive field radius at full resolution.
+
+    Used as the tile overlap, so that tiled prediction equals untiled prediction.
+
+    Parameters
+    ----------
+    n_depth, kern_size, blurpool, n_conv_per_depth
+        Architecture, see :func:`build_unet`.
+
+    Returns
+    -------
+    int
+    """
+    half = (kern_size - 1) // 2
+    r = 0
+    for level in range(n_depth):  # encoder convs, pooling, and decoder convs + upsampling slack
+        scale = 2 ** level
+        r += 2 * n_conv_per_depth * half * scale  # down and up convolutions of this level
+        r += (2 if blurpool else 1) * scale       # pooling window (+ blur)
+        r += scale                                # nearest-neighbour upsampling
+    r += n_conv_per_depth * half * 2 ** n_depth    # bottleneck
+    return int(r)
+
+
+# --------------------------------------------------------------------------- legacy weights
+
+_UNET_NAME = re.compile(r"^(channel_\d+)?(down_level_\d+_no_\d+|middle_\d+|up_level_\d+_no_\d+|max_\d+)$")
+
+
+def _suffix(name: str) -> int:
+    m = re.search(r"_(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+def _read_h5_layers(path: str) -> tuple[dict[str, list[np.ndarray]], list[str], str]:
+    """Read a Keras 2 / legacy Keras 3 ``.h5`` file: (layer -> weights, all layer names, keras version)."""
+    out: dict[str, list[np.ndarray]] = {}
+    with h5py.File(path, "r") as f:
+        g = f["model_weights"] if "model_weights" in f else f
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs["layer_names"]]
+        version = g.attrs.get("keras_version", f.attrs.get("keras_version", ""))
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        for name in names:
+            wn = [w.decode() if isinstance(w, bytes) else str(w) for w in g[name].attrs["weight_names"]]
+            if wn:
+                out[name] = [np.asarray(g[name][w]) for w in wn]
+    return out, names, version
+
+
+def load_weights_h5(model: keras.Model, path: str) -> None:
+    """Load a legacy ``.h5`` weight file written by n2v 0.3.x (Keras 2) or by ``n2v_tf``.
+
+    Weights are matched by layer name. For n2v files, whose batch-norm and output layers carry
+    automatic names (``batch_normalization_12``, ``conv2d_3``), these are matched in creation order:
+    per channel network, the k-th batch norm belongs to the k-th named convolution.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network from :func:`build_unet`.
+    path : str
+        The ``.h5`` file.
+
+    Raises
+    ------
+    ValueError
+        If the file does not fit the network (layer missing or weight shapes differ).
+    """
+    saved, all_names, version = _read_h5_layers(str(path))
+    targets = [lay for lay in model.layers if lay.weights]
+    if all(lay.name in saved for lay in targets):
+        mapping = {lay.name: saved[lay.name] for lay in targets}
+    else:  # n2v 0.3.x naming
+        bns = sorted((n for n in saved if re.match(r"^batch_normalization(_\d+)?$", n)), key=_suffix)
+        finals = sorted((n for n in saved if re.match(r"^conv[23]d(_\d+)?$", n)), key=_suffix)
+        mapping = {}
+        prefixes = []
+        for lay in targets:
+            m = _UNET_NAME.match(lay.name)
+            if m and (m.group(1) or "") not in prefixes:
+                prefixes.append(m.group(1) or "")
+        by_name = {lay.name: lay for lay in targets}
+        for prefix in prefixes:
+            convs = [lay for lay in targets if _UNET_NAME.match(lay.name) and lay.name.startswith(prefix)
+                     and (_UNET_NAME.match(lay.name).group(1) or "") == prefix]
+            for lay in convs:
+                if lay.name in saved:
+                    mapping[lay.name] = saved[lay.name]
+                if lay.name + "_bn" in by_name:
+                    if not bns:
+                        raise ValueError(f"{path}: fewer batch-norm layers than the network has")
+                    mapping[lay.name + "_bn"] = saved[bns.pop(0)]
+            if prefix + "final" in by_name:
+                if not finals:
+                    raise ValueError(f"{path}: no output convolution for '{prefix}final'")
+                mapping[prefix + "final"] = saved[finals.pop(0)]
+    selectors = [lay for lay in targets if lay.name.endswith("_select")]
+    if selectors and all(lay.name not in mapping for lay in selectors):
+        # n2v 0.3.x sliced channels with `Lambda(lambda x: x[..., i:i+1])` inside a loop: Python's late
+        # binding made every channel network see the LAST channel, in training and in prediction.
+        # Reproduce that so the old model predicts what it predicted in n2v, and say so.
+        if version.startswith("2") and any(n.startswith("lambda") for n in all_names):
+            warnings.warn(f"{path}: this multi-channel model was trained by n2v 0.3.x, whose per-channel networks all "
+                          "received the last input channel (a bug of n2v's Lambda slicing). It is loaded with the "
+                          "same behaviour so that it predicts as before; retrain it with n2v_tf for independent "
+                          "channels.", stacklevel=3)
+            for lay in selectors:
+                kernel = np.zeros(lay.weights[0].shape, np.float32)
+                kernel[..., -1, 0] = 1
+                mapping[lay.name] = [kernel]
+        else:
+            for lay in selectors:
+                mapping[lay.name] = [np.asarray(w) for w in lay.get_weights()]
+    for lay in targets:
+        if lay.name not in mapping:
+            raise ValueError(f"{path}: no weights for layer '{lay.name}' of the network")
+        values = mapping[lay.name]
+        expected = [tuple(w.shape) for w in lay.weights]
+        if [tuple(v.shape) for v in values] != expected:
+            raise ValueError(f"{path}: weights of layer '{lay.name}' have shapes {[v.shape for v in values]}, "
+                             f"the network expects {expected} (different architecture in config.json?)")
+        lay.set_weights(values)
+
