@@ -86,8 +86,8 @@ def _resolve(manipulator: Union[str, Manipulator], radius: float) -> tuple[str, 
         raise ValueError(f"manipulator must be one of {MANIPULATORS}, got {manipulator!r}")
     if isinstance(radius, bool) or not isinstance(radius, (int, float, np.integer, np.floating)):
         raise TypeError(f"radius must be a number, got {type(radius).__name__}")
-    if not radius >= 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    if not (np.isfinite(radius) and radius >= 0):
+        raise ValueError(f"radius must be finite and >= 0, got {radius}")
     if manipulator != 'normal_additive' and radius != int(radius):
         raise ValueError(f"radius must be an integer for manipulator {manipulator!r}, got {radius}")
     return manipulator, radius
@@ -398,12 +398,13 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
     -----
     With ``struct_mask`` every hidden pixel (mask offsets around an active pixel,
     inside the patch) gets the value of a uniformly drawn pixel of the same patch
-    (all channels of that pixel), which carries no information about the noise at
-    the active pixel; hidden pixels are not in the loss mask. The replacement
+    other than its active pixel and itself (all channels of that pixel), which carries no
+    information about the noise at the active pixel and keeps the patch's intensity
+    distribution; hidden pixels are not in the loss mask. The replacement
     values are computed after hiding, so a neighbour picked inside a footprint
     is already hidden; an active pixel lying in another one's footprint keeps
     its hidden (random) value but stays in the loss mask. (n2v 0.3.3 instead
-    wrote ``U(-2.5, 2.5)`` noise and clipped footprints to the patch.)
+    wrote ``U(-2, 2)`` noise and clipped footprints to the patch.)
 
     References
     ----------
@@ -420,10 +421,17 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
     Xm_f = Xm.reshape(-1, C)
     keep = slice(None)
     if struct_mask is not None:
-        hidden, _ = struct_hide_coords(coords, struct_mask, shape_full[1:])
+        hidden, parent = struct_hide_coords(coords, struct_mask, shape_full[1:])
         hidden_flat = np.ravel_multi_index(hidden, shape_full)
         n_pix = int(np.prod(shape_full[1:]))
-        Xm_f[hidden_flat] = Xm_f[hidden[0] * n_pix + rng.integers(0, n_pix, size=hidden_flat.size)]
+        if hidden_flat.size and n_pix < 3:
+            raise ValueError(f"struct_mask needs patches of >= 3 pixels to draw hidden values, got shape {shape_full[1:]}")
+        if hidden_flat.size:                      # a uniform pixel of the patch other than the parent and itself
+            skip = np.sort(np.stack([active[parent], hidden_flat]) - hidden[0] * n_pix, axis=0)
+            k = rng.integers(0, n_pix - 2, size=hidden_flat.size)
+            k += k >= skip[0]
+            k += k >= skip[1]
+            Xm_f[hidden_flat] = Xm_f[hidden[0] * n_pix + k]
         keep = ~np.isin(active, hidden_flat)
     values = replacement_values(Xm, coords, name, radius, rng)
     Xm_f[active[keep]] = values[keep]

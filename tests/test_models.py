@@ -1,0 +1,154 @@
+"""N2V model: n2v 0.3.3 folders, training, tiling, TTA, bad input, model-folder safety."""
+import shutil
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, smooth_image, tiny_config
+
+from n2v_tf import N2V, psnr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ("n2v_2d", "n2v2_2d", "n2v_3d", "n2v_2d_rgb"))
+def test_loads_n2v033_folders_and_predicts_the_same(folder, tmp_path):
+    shutil.copytree(FIXTURES / folder, tmp_path / folder)  # loading must not need write access to tests/
+    x = np.load(tmp_path / folder / "test_input.npy")
+    expected = np.load(tmp_path / folder / "test_output.npy")
+    axes = (tmp_path / folder / "axes.txt").read_text().strip()
+    with pytest.warns() if folder == "n2v_2d_rgb" else _nullcontext():
+        model = N2V(None, folder, basedir=str(tmp_path))
+    got = model.predict(x, axes)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 1e-4 * (expected.max() - expected.min())
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_name_none_and_history_has_lr(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, noisy = smooth_image((64, 64))
+    X = noisy[None, ..., None]
+    model = N2V(tiny_config(X), name=None)  # crashed in n2v 0.3.3
+    hist = model.train(X, X[:, :32, :32], verbose=0)
+    assert model.logdir.parent == tmp_path / "." or model.logdir.parent.resolve() == tmp_path.resolve()
+    for key in ("loss", "val_loss", "n2v_mse", "n2v_abs", "lr", "learning_rate"):
+        assert len(hist.history[key]) == 2, key
+    assert (model.logdir / "weights_best.h5").exists() and (model.logdir / "weights_last.h5").exists()
+    assert not (model.logdir / "weights_now.h5").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]  # nothing written outside basedir/name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_dim", (2, 3))
+@pytest.mark.parametrize("n2v2", (False, True))
+def test_short_training_improves_psnr(n_dim, n2v2, tmp_path):
+    clean, noisy = smooth_image((96, 96) if n_dim == 2 else (16, 48, 48))
+    X = noisy[None, ..., None]
+    extra = dict(blurpool=True, skip_skipone=True, n2v_manipulator="median") if n2v2 else {}
+    config = tiny_config(X, train_epochs=2, train_steps_per_epoch=40 if n_dim == 2 else 25, train_batch_size=8,
+                         train_learning_rate=0.002, batch_norm=False,
+                         n2v_patch_shape=(32, 32) if n_dim == 2 else (8, 32, 32), **extra)
+    model = N2V(config, "m", basedir=str(tmp_path))
+    model.train(X, X, verbose=0, seed=0)
+    axes = "YX" if n_dim == 2 else "ZYX"
+    out = model.predict(noisy, axes)
+    assert psnr(clean, out) > psnr(clean, noisy) + 3.0
+    # the saved model reloads and predicts the same
+    again = N2V(None, "m", basedir=str(tmp_path)).predict(noisy, axes)
+    np.testing.assert_allclose(again, out, atol=1e-5 * np.ptp(out))
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_train_on_list_of_images_of_different_sizes(n_dim, tmp_path):
+    shapes = [(40, 52), (64, 36), (33, 70)] if n_dim == 2 else [(10, 20, 24), (12, 17, 30)]
+    imgs = [smooth_image(s, seed=i)[1][..., None] for i, s in enumerate(shapes)]
+    config = tiny_config(imgs, n2v_patch_shape=(32, 32) if n_dim == 2 else (8, 16, 16), unet_n_depth=1)
+    model = N2V(config, "lst", basedir=str(tmp_path))
+    hist = model.train(imgs[1:], imgs[:1], verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    out = model.predict(imgs[0][..., 0], "YX" if n_dim == 2 else "ZYX")
+    assert out.shape == imgs[0].shape[:-1]
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+@pytest.mark.parametrize("blurpool", (False, True))
+def test_tiled_equals_untiled(n_dim, blurpool):
+    shape = (75, 61) if n_dim == 2 else (13, 43, 37)
+    _, noisy = smooth_image(shape)
+    model = N2V(tiny_config(noisy[None, ..., None], blurpool=blurpool, skip_skipone=blurpool), basedir=None)
+    axes = "YX" if n_dim == 2 else "ZYX"
+    full = model.predict(noisy, axes)
+    tiles = (3, 2) if n_dim == 2 else (2, 2, 3)
+    tiled = model.predict(noisy, axes, n_tiles=tiles)
+    assert full.shape == shape
+    assert np.abs(full - tiled).max() <= 1e-4 * np.ptp(full)
+
+
+def test_tta_uses_yx_plane_only_and_averages():
+    _, noisy = smooth_image((6, 16, 24))
+    model = N2V(tiny_config(noisy[None, ..., None], n2v_patch_shape=(4, 16, 16)), basedir=None)
+    out = model.predict(noisy, "ZYX", tta=True)
+    assert out.shape == noisy.shape
+    manual = np.mean([np.rot90(model.predict(np.ascontiguousarray(np.rot90(noisy, k, axes=(1, 2))), "ZYX"), -k,
+                               axes=(1, 2)) for k in range(4)]
+                     + [np.rot90(model.predict(np.ascontiguousarray(np.rot90(noisy, k, axes=(1, 2))[..., ::-1]),
+                                               "ZYX")[..., ::-1], -k, axes=(1, 2)) for k in range(4)], axis=0)
+    np.testing.assert_allclose(out, manual, atol=1e-4 * np.ptp(manual))
+
+
+def test_multichannel_and_sample_axis(tmp_path):
+    imgs = np.stack([smooth_image((32, 32), seed=s)[1] for s in range(4)])
+    X = np.stack([imgs[:2], imgs[2:]], axis=-1)  # (2, 32, 32, 2)
+    model = N2V(tiny_config(X, unet_n_depth=1), "mc", basedir=str(tmp_path))
+    model.train(X, X[:1], verbose=0)
+    out = model.predict(np.moveaxis(X, -1, 1), "SCYX")
+    assert out.shape == (2, 2, 32, 32)
+    with pytest.raises(ValueError, match="model expects 2"):
+        model.predict(X[0, ..., 0], "YX")
+    with pytest.raises(ValueError, match="axes"):
+        model.predict(X[0], "ZYX")
+
+
+def test_bad_training_data_gets_clear_errors(tmp_path):
+    _, noisy = smooth_image((64, 64))
+    X = noisy[None, ..., None]
+    model = N2V(tiny_config(X), "bad", basedir=str(tmp_path))
+    bad = X.copy()
+    bad[0, 3, 4, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.train(bad, X, verbose=0)
+    with pytest.raises(ValueError, match="empty|no images"):
+        model.train([], X, verbose=0)
+    with pytest.raises(ValueError, match="smaller than n2v_patch_shape"):
+        model.train(X[:, :16, :16], X, verbose=0)
+    with pytest.raises(ValueError, match="channel"):
+        model.train(np.concatenate([X, X], -1), X, verbose=0)
+    with pytest.raises(ValueError, match="divisible"):
+        model.train(X, X[:, :30, :30], verbose=0)
+    with pytest.raises(TypeError):
+        model.prepare_for_training(metric=("mse",))
+
+
+def test_existing_model_folder_is_not_silently_overwritten(tmp_path):
+    _, noisy = smooth_image((32, 32))
+    X = noisy[None, ..., None]
+    N2V(tiny_config(X), "keep", basedir=str(tmp_path))
+    N2V(tiny_config(X), "keep", basedir=str(tmp_path))  # same config (re-run cell): fine
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        N2V(tiny_config(X, unet_n_first=4), "keep", basedir=str(tmp_path))
+    N2V(tiny_config(X, unet_n_first=4), "keep", basedir=str(tmp_path), overwrite=True)
+    assert N2V(None, "keep", basedir=str(tmp_path)).config.unet_n_first == 4
+
+
+def test_invalid_config_lists_every_field(tmp_path):
+    _, noisy = smooth_image((32, 32))
+    config = tiny_config(noisy[None, ..., None], n2v_patch_shape=(30, 30), train_epochs=0)
+    with pytest.raises(ValueError, match=r"n2v_patch_shape.*train_epochs|train_epochs.*n2v_patch_shape"):
+        N2V(config, "x", basedir=str(tmp_path))
+    assert not (tmp_path / "x").exists()
