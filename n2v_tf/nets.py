@@ -262,6 +262,12 @@ def receptive_field_radius(n_depth: int, kern_size: int, blurpool: bool = False,
 _UNET_NAME = re.compile(r"^(channel_\d+)?(down_level_\d+_no_\d+|middle_\d+|up_level_\d+_no_\d+|max_\d+)$")
 
 
+def _unet_prefix(name: str) -> str | None:
+    """Channel-network prefix (``'channel_0'``, or ``''`` for one shared net) of a named U-Net layer, else None."""
+    m = _UNET_NAME.match(name)
+    return None if m is None else (m.group(1) or "")
+
+
 def _suffix(name: str) -> int:
     m = re.search(r"_(\d+)$", name)
     return int(m.group(1)) if m else 0
@@ -309,16 +315,11 @@ def load_weights_h5(model: keras.Model, path: str) -> None:
         bns = sorted((n for n in saved if re.match(r"^batch_normalization(_\d+)?$", n)), key=_suffix)
         finals = sorted((n for n in saved if re.match(r"^conv[23]d(_\d+)?$", n)), key=_suffix)
         mapping = {}
-        prefixes = []
-        for lay in targets:
-            m = _UNET_NAME.match(lay.name)
-            if m and (m.group(1) or "") not in prefixes:
-                prefixes.append(m.group(1) or "")
         by_name = {lay.name: lay for lay in targets}
+        prefix_of = {lay.name: _unet_prefix(lay.name) for lay in targets}
+        prefixes = list(dict.fromkeys(p for p in prefix_of.values() if p is not None))  # channel nets, in order
         for prefix in prefixes:
-            convs = [lay for lay in targets if _UNET_NAME.match(lay.name) and lay.name.startswith(prefix)
-                     and (_UNET_NAME.match(lay.name).group(1) or "") == prefix]
-            for lay in convs:
+            for lay in (lay for lay in targets if prefix_of[lay.name] == prefix):  # creation order
                 if lay.name in saved:
                     mapping[lay.name] = saved[lay.name]
                 if lay.name + "_bn" in by_name:
@@ -331,7 +332,7 @@ def load_weights_h5(model: keras.Model, path: str) -> None:
                 mapping[prefix + "final"] = saved[finals.pop(0)]
     selectors = [lay for lay in targets if lay.name.endswith("_select")]
     if selectors and all(lay.name not in mapping for lay in selectors):
-        # n2v 0.3.x sliced channels with `Lambda(lambda x: x[..., i:i+1])` inside a loop: Python's late
+        # n2v 0.3.x sliced channels with a lambda layer `x[..., i:i+1]` built inside a loop: Python's late
         # binding made every channel network see the LAST channel, in training and in prediction.
         # Reproduce that so the old model predicts what it predicted in n2v, and say so.
         if version.startswith("2") and any(n.startswith("lambda") for n in all_names):
