@@ -7,6 +7,7 @@ A CSBDeep-compatible home for the Noise2Void family of self-supervised denoisers
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
+from .analysis import mask_literal, plot_autocorrelation, struct_mask, suggest_struct_mask
 from .config import N2VConfig
 from .data import N2V_DataGenerator, N2VSequence, validation_data
 from .losses import loss_mae, loss_mse, n2v_abs, n2v_mse
@@ -29,5 +30,5 @@ __all__ = [
     "pm_uniform_withCP", "pm_uniform_withoutCP",
     "n2v_mse", "n2v_abs", "loss_mse", "loss_mae",
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
-    "autocorrelation", "psnr",
+    "autocorrelation", "psnr", "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
 ]
