@@ -26,9 +26,11 @@ from scipy import ndimage
 
 from .qc import autocorrelation
 
-__all__ = ["DEFAULT_THRESHOLD", "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_CORRELATION", "struct_mask", "suggest_struct_mask", "mask_literal",
+           "plot_autocorrelation"]
 
-DEFAULT_THRESHOLD = 0.1
+DEFAULT_THRESHOLD = 0.5          # relative to the strongest neighbour correlation: half maximum
+DEFAULT_MIN_CORRELATION = 0.1    # absolute: below it the noise counts as pixel-wise independent
 _AXES = {2: 'YX', 3: 'ZYX'}
 
 
@@ -118,8 +120,26 @@ def _central(a: np.ndarray, radius: Sequence[int]) -> np.ndarray:
     return a[tuple(slice(s // 2 - r, s // 2 + r + 1) for s, r in zip(a.shape, radius))]
 
 
+def _check_fraction(value, name: str) -> float:
+    """``value`` as a float in the open interval (0, 1), else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _neighbour_peak(acf: np.ndarray) -> float:
+    """Largest autocorrelation at the ``3**n - 1`` lags adjacent to the zero lag (``s // 2`` per axis)."""
+    win = _central(acf, [min(1, s // 2, s - 1 - s // 2) for s in acf.shape]).astype(np.float64)
+    if win.size == 1:
+        return 0.0
+    win[tuple(n // 2 for n in win.shape)] = -np.inf
+    return float(win.max())
+
+
 def suggest_struct_mask(noise: np.ndarray | Sequence[np.ndarray], threshold: float = DEFAULT_THRESHOLD,
-                        max_span: int | None = None, n_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        max_span: int | None = None, n_dim: int | None = None,
+                        min_correlation: float = DEFAULT_MIN_CORRELATION) -> tuple[np.ndarray, np.ndarray]:
     """Suggest a structN2V mask from the autocorrelation of a noise-only image.
 
     Parameters
@@ -130,18 +150,26 @@ def suggest_struct_mask(noise: np.ndarray | Sequence[np.ndarray], threshold: flo
         image, a stack of them (extra first axis), or a list; their autocorrelations
         are averaged (different shapes are cropped to the common central window).
     threshold : float
-        Correlation coefficient in (0, 1) above which a lag is hidden; default 0.1.
+        Relative level in (0, 1): a lag is hidden where its correlation exceeds
+        ``threshold * peak``, ``peak`` being the strongest correlation at the lags
+        adjacent to the zero lag (the ``3**n - 1`` neighbours: lag 1 along the axes and
+        diagonals); default 0.5, the half maximum.
     max_span : int, optional
         Largest odd mask side; default about half the image side per axis.
     n_dim : int, optional
         2 or 3; needed only to read a 3-axis array as a stack of 2D images (default:
         2 axes are YX, 3 are ZYX, 4 a stack of ZYX).
+    min_correlation : float
+        Absolute correlation coefficient in (0, 1): when ``peak <= min_correlation``
+        the noise counts as pixel-wise independent and the mask is ``[[1]]``
+        (``[[[1]]]``); default 0.1.
 
     Returns
     -------
     mask : numpy.ndarray
         int 0/1 array with ``n_dim`` odd sides, centre 1: ``structN2Vmask=mask.tolist()``.
-        ``[[1]]`` (``[[[1]]]``) when no lag is correlated, i.e. plain N2V.
+        ``[[1]]`` (``[[[1]]]``) when no neighbour is correlated by more than
+        ``min_correlation``, i.e. plain N2V.
     acf : numpy.ndarray
         The (mean) autocorrelation map of :func:`n2v_tf.qc.autocorrelation`: 1 at the
         zero lag, which sits at index ``s // 2`` per axis.
@@ -149,31 +177,41 @@ def suggest_struct_mask(noise: np.ndarray | Sequence[np.ndarray], threshold: flo
     Warns
     -----
     UserWarning
-        When no lag is correlated (plain N2V suffices); when the correlation reaches
-        ``max_span`` or half the image (the mask is truncated there and the estimate is
-        unreliable); when the image is too small for ``threshold`` to exceed the
-        white-noise fluctuation ``4 / sqrt(n_pixels)``.
+        When no neighbour is correlated by more than ``min_correlation`` (plain N2V
+        suffices); when the correlation reaches ``max_span`` or half the image (the mask
+        is truncated there and the estimate is unreliable); when the image is too small
+        for ``min_correlation`` to exceed the white-noise fluctuation ``4 / sqrt(n_pixels)``.
 
     Notes
     -----
-    The mask is the set of lags ``k`` with ``acf[k] > threshold`` that is connected
-    (including diagonally) to the zero lag, made point-symmetric and cropped to its
-    smallest odd bounding box. For stripes along one axis this is a line: along each
-    axis, the lags ``-L..L`` where ``L`` is the last lag of the contiguous run above
-    the threshold starting at lag 1. Diagonal or 2D/3D-blurred noise gives the
-    matching blob, which a cross of per-axis lines would miss.
+    The mask is the set of lags ``k`` with ``acf[k] > threshold * peak`` that is
+    connected (including diagonally) to the zero lag, made point-symmetric and cropped
+    to its smallest odd bounding box. For stripes along one axis this is a line: along
+    each axis, the lags ``-L..L`` where ``L`` is the last lag of the contiguous run above
+    the level starting at lag 1. Diagonal or 2D/3D-blurred noise gives the matching
+    blob, which a cross of per-axis lines would miss.
 
-    Default threshold 0.1: for white noise of ``N`` pixels the autocorrelation at
-    a non-zero lag fluctuates with standard deviation ``1 / sqrt(N)``, 0.016 for
-    64x64 pixels, so 0.1 is more than 6 standard deviations away and pure noise gives
-    ``[[1]]``; a neighbour correlated by 0.1 explains 1% of the centre's noise variance,
-    a negligible leak through the blind spot. White noise convolved with a line (box)
-    of ``w`` pixels has the triangular autocorrelation ``(w - k) / w`` for lags
-    ``k < w`` and 0 beyond, so every pixel up to lag ``w - 1`` shares noise with the
-    centre: with ``threshold=t`` the span is ``2 * ceil(w * (1 - t)) - 1``, i.e.
-    ``2w - 1`` for ``w <= 9`` at the default (a 1x5 box gives a 1x9 mask), and ``w``
-    (the full width at half maximum) at ``threshold=0.5``. Pixel-wise noise added to the
-    stripes lowers all non-zero lags by the stripes' share of the variance.
+    Relative default threshold 0.5: white noise convolved with a line (box) of ``w``
+    pixels has the triangular autocorrelation ``acf(k) = (w - k) / w * s`` for lags
+    ``k < w`` (0 beyond), where ``s`` is the stripes' share of the total variance:
+    pixel-wise noise added to the stripes only scales all non-zero lags by ``s``. An
+    absolute threshold therefore gives a span that depends on the noise mix. Relative to
+    the lag-1 value ``(w - 1) / w * s`` the ratio is ``(w - k) / (w - 1)``, independent
+    of ``s`` and > 0.5 for ``k < (w + 1) / 2``, so the mask spans ``w`` pixels for odd
+    ``w`` (``w + 1`` for even ``w``): the full width at half maximum of the correlated
+    component. The lag ``(w + 1) / 2`` of an odd ``w`` sits exactly at the half maximum,
+    so estimation noise can add it: expect ``w`` or ``w + 2`` (a 1x9 box gives 1x9 or
+    1x11). Lags further out still share a little noise with the centre: each explains
+    ``acf(k)**2 <= (threshold * peak)**2`` of its variance, at the default at most a
+    quarter of what the nearest neighbour explains; a smaller ``threshold`` hides more
+    of them at the cost of more hidden context.
+
+    Absolute ``min_correlation`` 0.1: for white noise of ``N`` pixels the
+    autocorrelation at a non-zero lag fluctuates with standard deviation
+    ``1 / sqrt(N)``, 0.016 for 64x64 pixels, so 0.1 is more than 6 standard deviations
+    away and pure white noise gives plain N2V; a neighbour correlated by less than 0.1
+    leaks less than 1% of the centre's noise variance through the blind spot.
+
     Only positive correlation is used: the residual of a smoothing denoiser is
     anti-correlated at small lags without the raw noise being structured.
     The autocorrelation is circular (FFT), so lags near half the image are unreliable.
@@ -183,9 +221,8 @@ def suggest_struct_mask(noise: np.ndarray | Sequence[np.ndarray], threshold: flo
     .. [1] Broaddus et al., "Removing Structured Noise with Self-Supervised Blind-Spot
        Networks", ISBI 2020.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
-            or not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    threshold = _check_fraction(threshold, 'threshold')
+    min_correlation = _check_fraction(min_correlation, 'min_correlation')
     if max_span is not None and not (_is_int(max_span, 1) and max_span % 2 == 1):
         raise ValueError(f"max_span must be None or an odd int >= 1, got {max_span!r}")
     images, n_dim = _images(noise, n_dim)
@@ -196,23 +233,29 @@ def suggest_struct_mask(noise: np.ndarray | Sequence[np.ndarray], threshold: flo
     acf = acfs[0] if len(acfs) == 1 else np.mean(acfs, axis=0)
 
     n_pix = sum(x.size for x in images)
-    if threshold < 4 / np.sqrt(n_pix):
-        warnings.warn(f"threshold={threshold} is within 4 standard deviations (4/sqrt(n_pixels) = "
+    if min_correlation < 4 / np.sqrt(n_pix):
+        warnings.warn(f"min_correlation={min_correlation} is within 4 standard deviations (4/sqrt(n_pixels) = "
                       f"{4 / np.sqrt(n_pix):.3g}) of white-noise correlation; use more noise pixels or a larger "
-                      "threshold", stacklevel=2)
+                      "min_correlation", stacklevel=2)
+    names = _AXES[n_dim]
+    peak = _neighbour_peak(acf)
+    if peak <= min_correlation:
+        warnings.warn(f"the strongest correlation of a neighbouring pixel, {peak:.3g}, does not exceed "
+                      f"min_correlation={min_correlation}: the noise looks pixel-wise independent and plain N2V "
+                      "(structN2Vmask=None) suffices", stacklevel=2)
+        return np.ones((1,) * n_dim, dtype=int), acf
     limit = np.array([max(1, s // 4) for s in acf.shape])                 # mask half-width: span ~ half the image
     if max_span is not None:
         limit = np.minimum(limit, (max_span - 1) // 2)
     search = np.minimum(limit + 1, [(s - 1) // 2 for s in acf.shape])      # one lag more, to detect truncation
     win = _central(acf, search)
-    labels, _ = ndimage.label(win > threshold, structure=np.ones((3,) * n_dim))
+    labels, _ = ndimage.label(win > threshold * peak, structure=np.ones((3,) * n_dim))
     centre = tuple(search)
     comp = labels == labels[centre]
     comp |= comp[(slice(None, None, -1),) * n_dim]                         # acf(k) = acf(-k)
     comp[centre] = True
     offsets = np.argwhere(comp) - search                                   # (K, n_dim) lags
     reach = np.abs(offsets).max(axis=0)
-    names = _AXES[n_dim]
     if np.any(reach > limit):
         cut = [f"{names[i]} (lag {limit[i]})" for i in np.flatnonzero(reach > limit)]
         warnings.warn(f"the noise correlation reaches the search limit along {', '.join(cut)} (max_span={max_span} "
@@ -222,9 +265,6 @@ def suggest_struct_mask(noise: np.ndarray | Sequence[np.ndarray], threshold: flo
         reach = np.minimum(reach, limit)
     mask = np.zeros(2 * reach + 1, dtype=int)
     mask[tuple((offsets + reach).T)] = 1
-    if mask.size == 1:
-        warnings.warn(f"no lag of the noise autocorrelation exceeds threshold={threshold}: the noise looks "
-                      "pixel-wise independent and plain N2V (structN2Vmask=None) suffices", stacklevel=2)
     return mask, acf
 
 
@@ -269,7 +309,9 @@ def plot_autocorrelation(acf: np.ndarray, mask: np.ndarray | None = None, path: 
     title : str, optional
         Figure title.
     threshold : float, optional
-        Level drawn in the profile panel (None: none).
+        Relative threshold of :func:`suggest_struct_mask` (None: no line). The profile
+        panel draws the absolute level it uses, ``threshold * peak``, ``peak`` being the
+        strongest correlation at the lags adjacent to the zero lag.
 
     Returns
     -------
@@ -296,6 +338,10 @@ def plot_autocorrelation(acf: np.ndarray, mask: np.ndarray | None = None, path: 
         mask = _check_mask(mask)
         if mask.ndim != acf.ndim:
             raise ValueError(f"mask must have acf's {acf.ndim} axes, got shape {mask.shape}")
+    if threshold is not None:
+        threshold = _check_fraction(threshold, 'threshold')
+    peak = _neighbour_peak(acf)
+    level = None if threshold is None else threshold * peak
     n_dim, names = acf.ndim, _AXES[acf.ndim]
     radius = [min(max_lag, s // 2, s - 1 - s // 2) for s in acf.shape]
     win = _central(acf, radius)
@@ -304,7 +350,7 @@ def plot_autocorrelation(acf: np.ndarray, mask: np.ndarray | None = None, path: 
     planes = [(names.index(r), names.index(k)) for r, k in pairs]
     centre_free = win.copy()
     centre_free[c] = 0
-    vmax = max(float(np.abs(centre_free).max()), threshold or 0.05, 1e-3)
+    vmax = max(float(np.abs(centre_free).max()), 0.05 if level is None else abs(level), 1e-3)
 
     fig = Figure(figsize=(max(6.0, 4.0 * len(planes)), 7.5), layout='constrained')
     grid = fig.add_gridspec(2, len(planes), height_ratios=(3, 2))
@@ -328,8 +374,9 @@ def plot_autocorrelation(acf: np.ndarray, mask: np.ndarray | None = None, path: 
     for i, a in enumerate(names):
         profile = win[tuple(slice(None) if k == i else c[k] for k in range(n_dim))]
         ax.plot(np.arange(-radius[i], radius[i] + 1), profile, marker='o', ms=3, label=f"along {a}")
-    if threshold is not None:
-        ax.axhline(threshold, color='grey', linestyle='--', label=f"threshold {threshold:g}")
+    if level is not None:
+        ax.axhline(level, color='grey', linestyle='--',
+                   label=f"threshold {threshold:g} x peak {peak:.2g} = {level:.2g}")
     ax.axhline(0, color='black', linewidth=0.5)
     ax.set_xlabel("lag (pixels)")
     ax.set_ylabel("autocorrelation")
