@@ -1,8 +1,8 @@
 """
 Title: Noise2Void (N2V2) with plain `model.fit`
 Author: the n2v_tf contributors
-Date created: 2025/11/21
-Last modified: 2025/11/21
+Date created: 2026/11/21
+Last modified: 2026/11/21
 Description: Build the N2V2 U-Net, the blind-spot data pipeline and the masked loss by hand and train them with `keras.Model.fit`.
 Accelerator: None (a CPU is enough; a GPU makes it faster)
 """

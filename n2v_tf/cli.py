@@ -36,8 +36,8 @@ PRESETS = {
     "n2v2": dict(n2v_manipulator="median", unet_residual=False, blurpool=True, skip_skipone=True),
 }
 #: Demo settings: the full run takes about 2 minutes on 2 CPU cores; --quick a few seconds.
-DEMO_FULL = dict(epochs=12, steps=20, batch_size=16, patch=64, n_first=32, depth=2)
-DEMO_QUICK = dict(epochs=1, steps=2, batch_size=4, patch=32, n_first=8, depth=2)
+DEMO_FULL = dict(epochs=15, steps=20, batch_size=16, patch=64, n_first=16, depth=2, learning_rate=1e-3)
+DEMO_QUICK = dict(epochs=1, steps=2, batch_size=4, patch=32, n_first=8, depth=1, learning_rate=1e-3)
 DEMO_FILES = ("nuclei_noisy.tif", "nuclei_clean.tif")
 
 
@@ -61,11 +61,10 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
             files.append(p)
         else:
             raise CLIError(f"input '{p}' does not exist (no such file or folder)")
-    unique: list[Path] = []
+    unique: dict[Path, Path] = {}
     for f in files:
-        if f.resolve() not in {u.resolve() for u in unique}:
-            unique.append(f)
-    return unique
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def parse_axes(axes: str) -> str:
@@ -235,10 +234,6 @@ def _train_model(train: list[np.ndarray], val: list[np.ndarray], config, model_d
 
 def cmd_train(args: argparse.Namespace) -> int:
     axes = parse_axes(args.axes)
-    files = collect_files(args.inputs)
-    images = load_training_images(files, axes)
-    n_dim = 3 if "Z" in axes else 2
-    div = _divisor(args.depth)
     if not 0 < args.val_fraction <= 0.5:
         raise CLIError(f"--val-fraction must be in (0, 0.5], got {args.val_fraction}")
     for flag in ("epochs", "steps", "batch_size", "n_first", "depth"):
@@ -247,6 +242,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     folder = Path(args.model_dir) / args.name
     if (folder / "config.json").exists() and not args.overwrite:
         raise CLIError(f"model folder '{folder}' already exists: choose another --name or pass --overwrite")
+    files = collect_files(args.inputs)
+    images = load_training_images(files, axes)
+    n_dim = 3 if "Z" in axes else 2
+    div = _divisor(args.depth)
     patch = choose_patch(args.patch, n_dim, images, div)
     train, val, patch, split = split_validation(images, patch, args.val_fraction, div, bool(args.patch))
     config = _make_config(train, patch, args.preset, epochs=args.epochs, steps=args.steps,
@@ -296,6 +295,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if set(axes) - set("CST") != set(spatial):
         raise CLIError(f"--axes {axes} does not fit the {c.n_dim}D model '{args.name}': it needs the axes {spatial}, "
                        "optionally C and one of S/T")
+    if args.n_tiles is not None and min(args.n_tiles) < 1:
+        raise CLIError(f"--n-tiles must be positive integers, got {args.n_tiles}")
     outdir = Path(args.output)
     outputs = [_output_path(outdir, f) for f in files]
     if len(set(outputs)) != len(outputs):
@@ -366,7 +367,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     train, val, patch, split = split_validation(images, patch, 0.1, div, True)
     config = _make_config(train, patch, "n2v2", epochs=s["epochs"], steps=s["steps"], batch_size=s["batch_size"],
                           depth=s["depth"], kernel_size=3, n_first=s["n_first"], perc_pix=0.198,
-                          learning_rate=0.0004, tensorboard=False)
+                          learning_rate=s["learning_rate"], tensorboard=False)
     print(f"N2V2 demo: noisy fluorescence nuclei {noisy.shape} (~30 photons at the brightest pixel); {split}")
     print(f"Training {s['epochs']} epoch(s) x {s['steps']} step(s), batch {s['batch_size']}, patches {patch}"
           + (" (quick mode)" if args.quick else ""))
@@ -386,6 +387,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- argument parsing
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for required options, flags and options without a default."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``n2v-tf`` (subcommands train, predict, demo)."""
     from . import __version__
@@ -394,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     t = sub.add_parser("train", formatter_class=fmt, help="train a model on noisy images",
                        description="Train an N2V or N2V2 model on noisy images (no clean data needed). Images of "

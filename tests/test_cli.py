@@ -110,8 +110,8 @@ def test_usage_errors_exit_2(capsys):
 def test_folder_stacks_and_sizes(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
-    tifffile.imwrite(folder / "a.tif", smooth_noisy((3, 40, 48)))     # a T stack of 3 frames
-    tifffile.imwrite(folder / "b.tiff", smooth_noisy((3, 72, 36)))
+    tifffile.imwrite(folder / "a.tif", smooth_noisy((3, 40, 48)), photometric="minisblack")  # 3 frames
+    tifffile.imwrite(folder / "b.tiff", smooth_noisy((3, 72, 36)), photometric="minisblack")
     Image.fromarray(np.zeros((50, 60), np.uint8)).save(folder / "c.png")
     (folder / "readme.txt").write_text("ignored")
     files = cli.collect_files([str(folder)])
@@ -173,6 +173,7 @@ def test_train_then_predict(tiny_tif, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     pred = tifffile.imread(outdir / "tiny_n2v.tif")
     assert pred.shape == (64, 64) and pred.dtype == np.float32 and np.isfinite(pred).all()
+    capsys.readouterr()
     # a 3D axes string does not fit this 2D model
     rc = main(["predict", str(tiny_tif), "--model-dir", str(models), "--name", "tiny", "--axes", "ZYX",
                "--output", str(outdir)])
