@@ -112,6 +112,12 @@ class N2V(CARE):
                           last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
                           skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel)
 
+    def _find_and_load_weights(self, prefer: str = "best") -> None:
+        if self.basedir is not None and not any(self.logdir.glob("*.h5")) and not any(self.logdir.glob("*.hdf5")):
+            raise FileNotFoundError(f"no weight file (*.h5) in the model folder {self.logdir}: the model was never "
+                                    "trained or saved, so it cannot be loaded")
+        super()._find_and_load_weights(prefer)
+
     def load_weights(self, name: str = "weights_best.h5") -> None:
         """Load weights from the model folder (files of n2v 0.3.x and of n2v_tf).
 

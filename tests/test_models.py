@@ -143,7 +143,9 @@ def test_existing_model_folder_is_not_silently_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         N2V(tiny_config(X, unet_n_first=4), "keep", basedir=str(tmp_path))
     N2V(tiny_config(X, unet_n_first=4), "keep", basedir=str(tmp_path), overwrite=True)
-    assert N2V(None, "keep", basedir=str(tmp_path)).config.unet_n_first == 4
+    assert '"unet_n_first": 4' in (tmp_path / "keep" / "config.json").read_text()
+    with pytest.raises(FileNotFoundError, match="no weight file"):  # never trained: no silent random weights
+        N2V(None, "keep", basedir=str(tmp_path))
 
 
 def test_invalid_config_lists_every_field(tmp_path):
