@@ -121,7 +121,10 @@ class N2VConfig(argparse.Namespace):
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
     probabilistic : bool
-        PN2V (not available in this version: must be ``False``).
+        Probabilistic N2V (PN2V): the network predicts ``pn2v_samples`` samples of the signal per pixel and
+        is trained with a noise model (default ``False``).
+    pn2v_samples : int
+        Samples per pixel of PN2V (default 800, as in the paper; fewer, e.g. 64-200, train faster on a CPU).
 
     Examples
     --------
@@ -175,6 +178,7 @@ class N2VConfig(argparse.Namespace):
         self.skip_skipone = False
         self.structN2Vmask = None
         self.probabilistic = False
+        self.pn2v_samples = 800
 
         unknown = [k for k in kwargs if k not in vars(self)]
         if unknown:
@@ -266,8 +270,10 @@ class N2VConfig(argparse.Namespace):
                 ok = False
             check("structN2Vmask", ok, "must be None or a 0/1 array with n_dim dimensions, odd sides, "
                                         "not larger than n2v_patch_shape")
-        check("probabilistic", self.probabilistic is False,
-              "must be False (PN2V is not available in this version of n2v_tf)")
+        check("probabilistic", isinstance(self.probabilistic, bool)
+              and (not self.probabilistic or self.n_channel_in == 1),
+              "must be a bool (PN2V needs a single channel)")
+        check("pn2v_samples", _is_int(self.pn2v_samples, 2), "must be an integer >= 2")
         return bad
 
     def is_valid(self, return_invalid: bool = False) -> bool | tuple[bool, tuple[str, ...]]:

@@ -11,7 +11,7 @@ from typing import Callable
 import keras
 from keras import ops
 
-__all__ = ["n2v_mse", "n2v_abs", "loss_mse", "loss_mae", "LOSSES"]
+__all__ = ["n2v_mse", "n2v_abs", "loss_mse", "loss_mae", "LOSSES", "pn2v_nll", "pn2v_mmse", "PN2VLoss"]
 
 
 def _split(y_true, y_pred):
@@ -79,3 +79,100 @@ def loss_mae() -> Callable:
 
 #: Loss and metric names (as in ``N2VConfig.train_loss`` and ``prepare_for_training(metrics=...)``).
 LOSSES: dict[str, Callable] = {"mse": n2v_mse, "mae": n2v_abs, "abs": n2v_abs}
+
+
+# --------------------------------------------------------------------------- PN2V
+
+
+def pn2v_nll(y_true, y_pred, noise_model, mean: float = 0.0, std: float = 1.0):
+    """PN2V loss: negative log of the sample-averaged noise-model likelihood at the masked pixels.
+
+    Parameters
+    ----------
+    y_true : tensor
+        ``concat([target, mask], -1)`` of normalised data, shape ``(B, ..., 2)``.
+    y_pred : tensor
+        ``K`` normalised signal samples per pixel, shape ``(B, ..., K)``.
+    noise_model : object
+        Has ``log_likelihood(observation, signal)`` in ``keras.ops`` (broadcasting), in raw intensity units.
+    mean, std : float
+        Normalisation of the data: samples and targets are de-normalised inside the loss.
+
+    Returns
+    -------
+    tensor
+        Scalar ``-sum_i mask_i * log(1/K sum_k p(x_i | s_i^k)) / sum_i mask_i``.
+
+    Notes
+    -----
+    The network's samples approximate the prior p(s) of the signal at a pixel given its
+    neighbourhood (blind spot: not the pixel itself); the likelihood of the observed noisy value is
+    then the Monte-Carlo average ``1/K sum_k p(x|s^k)``, computed with ``logsumexp`` for numerical
+    stability (Krull et al. 2020).
+
+    References
+    ----------
+    .. [1] A. Krull, T. Vičar, M. Prakash, M. Lalit, F. Jug, "Probabilistic Noise2Void: Unsupervised
+       Content-Aware Denoising", Frontiers in Computer Science 2020.
+    """
+    target, mask = ops.split(y_true, 2, axis=-1)
+    target = ops.cast(target, y_pred.dtype) * std + mean
+    mask = ops.cast(mask, y_pred.dtype)
+    samples = y_pred * std + mean
+    log_p = noise_model.log_likelihood(target, samples)
+    n_samples = ops.cast(ops.shape(y_pred)[-1], y_pred.dtype)
+    log_mean_p = ops.logsumexp(log_p, axis=-1, keepdims=True) - ops.log(n_samples)
+    return -ops.sum(mask * log_mean_p) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def pn2v_mmse(samples, observation, noise_model):
+    """MMSE estimate of PN2V: the posterior mean of the signal.
+
+    Parameters
+    ----------
+    samples : tensor or numpy.ndarray
+        Prior samples ``(..., K)`` in raw intensity units.
+    observation : tensor or numpy.ndarray
+        Noisy values ``(..., 1)`` in raw units.
+    noise_model : object
+        Has ``log_likelihood(observation, signal)``.
+
+    Returns
+    -------
+    tensor
+        ``(..., 1)``: ``sum_k w_k s^k`` with ``w_k = p(x|s^k) / sum_j p(x|s^j)`` (softmax of the log-likelihoods).
+    """
+    weights = ops.softmax(noise_model.log_likelihood(observation, samples), axis=-1)
+    return ops.sum(weights * samples, axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="n2v_tf")
+class PN2VLoss(keras.losses.Loss):
+    """Keras loss wrapping :func:`pn2v_nll` with a noise model and the data normalisation.
+
+    Parameters
+    ----------
+    noise_model : object
+        Noise model with ``log_likelihood(observation, signal)``.
+    mean, std : float
+        Normalisation of the training data.
+    name : str
+        Loss name.
+    """
+
+    def __init__(self, noise_model, mean: float = 0.0, std: float = 1.0, name: str = "pn2v_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.noise_model, self.mean, self.std = noise_model, float(mean), float(std)
+
+    def call(self, y_true, y_pred):
+        return pn2v_nll(y_true, y_pred, self.noise_model, self.mean, self.std)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std,
+                "noise_model": keras.saving.serialize_keras_object(self.noise_model)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["noise_model"] = keras.saving.deserialize_keras_object(config["noise_model"])
+        return cls(**config)

@@ -7,6 +7,7 @@ per-channel mean/std normalisation and the loading of n2v 0.3.x weight files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from csbdeep.utils import axes_check_and_normalize, load_json
 
 from .config import N2VConfig
 from .data import N2VSequence, as_image_list, validation_data
-from .losses import LOSSES
+from .losses import LOSSES, PN2VLoss, pn2v_mmse
 from .masking import tta_backward, tta_forward
 from .nets import build_unet, load_weights_h5, receptive_field_radius
 
@@ -57,6 +58,9 @@ class N2V(CARE):
         Allow a new ``config`` to replace a *different* ``config.json`` already in ``basedir/name``.
         Without it that raises :class:`FileExistsError`, so a trained model is never silently lost.
         (Re-creating a model with the identical config, as a re-run notebook cell does, is allowed.)
+    noise_model : HistogramNoiseModel or GaussianMixtureNoiseModel, optional
+        Noise model p(x|s) of a PN2V model (``config.probabilistic=True``), needed for training and for the
+        MMSE prediction. It is saved in the model folder and reloaded with ``N2V(None, name, basedir)``.
 
     Attributes
     ----------
@@ -80,13 +84,19 @@ class N2V(CARE):
     """
 
     def __init__(self, config: N2VConfig | None, name: str | None = None, basedir: str | Path | None = ".",
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, noise_model=None) -> None:
         if config is not None:
             if not isinstance(config, N2VConfig):
                 raise TypeError(f"config must be an N2VConfig or None, got {type(config).__name__}")
             config.validate()
         self._overwrite = bool(overwrite)
+        self.noise_model = noise_model
         super().__init__(config, name=name, basedir=basedir)
+        if self.basedir is not None and self.config.probabilistic:
+            if noise_model is not None:
+                _save_noise_model(noise_model, self.logdir)
+            elif config is None:
+                self.noise_model = _load_noise_model(self.logdir)
 
     # ------------------------------------------------------------------ model folder
     def _set_logdir(self) -> None:
@@ -110,7 +120,8 @@ class N2V(CARE):
         return build_unet(n_dim=c.n_dim, n_channel_in=c.n_channel_in, n_depth=c.unet_n_depth,
                           kern_size=c.unet_kern_size, n_first=c.unet_n_first, batch_norm=c.batch_norm,
                           last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
-                          skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel)
+                          skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel,
+                          n_out_per_channel=c.pn2v_samples if c.probabilistic else 1)
 
     def _find_and_load_weights(self, prefer: str = "best") -> None:
         if self.basedir is not None and not any(self.logdir.glob("*.h5")) and not any(self.logdir.glob("*.hdf5")):
@@ -138,15 +149,16 @@ class N2V(CARE):
 
     # ------------------------------------------------------------------ training
     def prepare_for_training(self, optimizer: keras.optimizers.Optimizer | None = None,
-                             metrics: Sequence[str] = ("mse", "mae"), **kwargs) -> None:
+                             metrics: Sequence[str] | None = None, **kwargs) -> None:
         """Compile the network and create the training callbacks.
 
         Parameters
         ----------
         optimizer : keras.optimizers.Optimizer, optional
             Default: Adam with ``config.train_learning_rate``.
-        metrics : sequence of str
-            Masked metrics to log, from ``'mse'``, ``'mae'`` (logged as ``n2v_mse``, ``n2v_abs``).
+        metrics : sequence of str, optional
+            Masked metrics to log, from ``'mse'``, ``'mae'`` (logged as ``n2v_mse``, ``n2v_abs``); default both for
+            N2V, none for PN2V (whose loss is the noise-model likelihood).
         **kwargs
             Not used; accepted names raise :class:`TypeError` so typos do not pass silently.
 
@@ -162,11 +174,19 @@ class N2V(CARE):
             optimizer = keras.optimizers.Adam(learning_rate=self.config.train_learning_rate)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise TypeError(f"optimizer must be a keras.optimizers.Optimizer, got {type(optimizer).__name__}")
+        if metrics is None:
+            metrics = () if self.config.probabilistic else ("mse", "mae")
         unknown = [m for m in metrics if m not in LOSSES]
         if unknown:
             raise ValueError(f"metrics: unknown name(s) {unknown}; choose from {sorted(LOSSES)}")
-        self.keras_model.compile(optimizer=optimizer, loss=LOSSES[self.config.train_loss],
-                                 metrics=[LOSSES[m] for m in metrics])
+        if self.config.probabilistic:
+            if self.noise_model is None:
+                raise ValueError("a PN2V model (config.probabilistic=True) needs a noise model: "
+                                 "N2V(config, name, basedir, noise_model=...)")
+            loss = PN2VLoss(self.noise_model, float(self.config.means[0]), float(self.config.stds[0]))
+        else:
+            loss = LOSSES[self.config.train_loss]
+        self.keras_model.compile(optimizer=optimizer, loss=loss, metrics=[LOSSES[m] for m in metrics])
         self.callbacks = [_LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
         if self.basedir is not None:
             self.callbacks += self._checkpoint_callbacks()
@@ -238,7 +258,7 @@ class N2V(CARE):
         return tuple((r if a in "XYZT" else 0) for a in query_axes)
 
     def predict(self, img: np.ndarray, axes: str, resizer: Resizer = PadAndCropResizer(),
-                n_tiles: Sequence[int] | None = None, tta: bool = False) -> np.ndarray:
+                n_tiles: Sequence[int] | None = None, tta: bool = False, *, pn2v_output: str = "mmse") -> np.ndarray:
         """Denoise a raw (not normalised) image.
 
         Parameters
@@ -254,6 +274,9 @@ class N2V(CARE):
             so tiled and untiled predictions agree.
         tta : bool
             Average over the 8 rotations/flips of the YX plane.
+        pn2v_output : {'mmse', 'prior_mean', 'samples'}
+            PN2V models only: the MMSE estimate (default; needs the noise model), the mean of the prior samples,
+            or the samples themselves (an extra last axis of ``pn2v_samples``; not tiled, no TTA).
 
         Returns
         -------
@@ -276,7 +299,8 @@ class N2V(CARE):
                 raise ValueError(f"axes {axes!r}: use only one of 'S' and 'T'")
             i = axes.index(sample)
             sub_tiles = None if n_tiles is None else n_tiles[:i] + n_tiles[i + 1:]
-            out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta) for im in np.moveaxis(img, i, 0)]
+            out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta, pn2v_output=pn2v_output)
+                   for im in np.moveaxis(img, i, 0)]
             return np.moveaxis(np.stack(out), 0, i)
         n_ch = img.shape[axes.index("C")] if "C" in axes else 1
         if n_ch != c.n_channel_in:
@@ -293,9 +317,30 @@ class N2V(CARE):
         x = (x - means) / stds
         yx = (net_axes.index("Y"), net_axes.index("X"))
 
+        if c.probabilistic:
+            if pn2v_output not in ("mmse", "prior_mean", "samples"):
+                raise ValueError(f"pn2v_output must be 'mmse', 'prior_mean' or 'samples', got {pn2v_output!r}")
+            if pn2v_output == "samples":
+                if (n_tiles is not None and np.prod(n_tiles) > 1) or tta:
+                    raise ValueError("pn2v_output='samples' supports neither tiling nor tta")
+                div = self._axes_div_by(net_axes)
+                padded = resizer.before(x, net_axes, div)
+                out = resizer.after(self.keras_model.predict(padded[np.newaxis], verbose=0)[0], net_axes)
+                return (out * stds[0] + means[0]).astype(np.float32)
+            if pn2v_output == "mmse" and self.noise_model is None:
+                raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
+            key = (id(self.keras_model), id(self.noise_model), float(means[0]), float(stds[0]))
+            if getattr(self, "_pn2v_cache", (None,))[0] != key:  # build the MMSE head once, not per call
+                self._pn2v_cache = (key, _pn2v_predictor(self.keras_model, self.noise_model, *key[2:]))
+            predictor = self._pn2v_cache[1]
+            part = 0 if pn2v_output == "mmse" else 1
+        else:
+            predictor, part = self.keras_model, 0
+
         def _run(arr, tiles):
-            return self._predict_mean_and_scale(arr, axes=net_axes, normalizer=None, resizer=resizer,
-                                                n_tiles=tiles)[0]
+            with self._predict_with(predictor):
+                return self._predict_mean_and_scale(arr, axes=net_axes, normalizer=None, resizer=resizer,
+                                                    n_tiles=tiles)[part]
 
         if tta:
             preds = []
@@ -311,6 +356,15 @@ class N2V(CARE):
         pred = (pred * stds + means).astype(np.float32)
         return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
 
+    @contextlib.contextmanager
+    def _predict_with(self, model: keras.Model):
+        """Let CSBDeep's tiled prediction run ``model`` (e.g. the PN2V MMSE head) instead of the trained network."""
+        original, self.keras_model = self.keras_model, model
+        try:
+            yield
+        finally:
+            self.keras_model = original
+
     def export_TF(self, *args, **kwargs):
         """BioImage.IO export is not part of this version of n2v_tf.
 
@@ -321,3 +375,49 @@ class N2V(CARE):
         """
         raise NotImplementedError("export_TF (BioImage.IO) is not available in this version of n2v_tf; "
                                   "use model.keras_model.save('model.keras') to save the full network")
+
+
+class _PN2VHead(keras.layers.Layer):
+    """Prediction-time head (never saved): normalised (input, samples) -> normalised (MMSE, prior mean)."""
+
+    def __init__(self, noise_model, mean: float, std: float, **kwargs):
+        super().__init__(**kwargs)
+        self.noise_model, self.mean, self.std = noise_model, mean, std
+
+    def call(self, inputs):
+        x, samples = inputs
+        x = x * self.std + self.mean
+        samples = samples * self.std + self.mean
+        prior = keras.ops.mean(samples, axis=-1, keepdims=True)
+        mmse = pn2v_mmse(samples, x, self.noise_model) if self.noise_model is not None else prior
+        return keras.ops.concatenate([(mmse - self.mean) / self.std, (prior - self.mean) / self.std], axis=-1)
+
+
+def _pn2v_predictor(network: keras.Model, noise_model, mean: float, std: float) -> keras.Model:
+    inp = keras.Input(network.input_shape[1:])
+    return keras.Model(inp, _PN2VHead(noise_model, mean, std)([inp, network(inp)]))
+
+
+def _noise_model_classes() -> dict:
+    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
+    return {"gmm": GaussianMixtureNoiseModel, "histogram": HistogramNoiseModel}
+
+
+def _save_noise_model(noise_model, logdir: Path) -> None:
+    kinds = {cls: kind for kind, cls in _noise_model_classes().items()}
+    if type(noise_model) not in kinds:
+        raise TypeError(f"noise_model must be a HistogramNoiseModel or GaussianMixtureNoiseModel, "
+                        f"got {type(noise_model).__name__}")
+    for old in logdir.glob("noise_model_*.npz"):
+        old.unlink()
+    noise_model.save(str(logdir / f"noise_model_{kinds[type(noise_model)]}.npz"))
+
+
+def _load_noise_model(logdir: Path):
+    for kind, cls in _noise_model_classes().items():
+        path = logdir / f"noise_model_{kind}.npz"
+        if path.exists():
+            return cls.load(str(path))
+    warnings.warn(f"{logdir} holds a PN2V model without a noise model file: predict(..., pn2v_output='mmse') "
+                  "needs N2V(None, name, basedir, noise_model=...)", stacklevel=3)
+    return None

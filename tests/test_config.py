@@ -62,7 +62,9 @@ def test_bad_struct_mask_and_probabilistic_rejected():
     X = np.random.default_rng(0).normal(size=(1, 8, 8, 1)).astype(np.float32)
     for mask in ([[1, 1]], [[[1]]], [[0, 2, 0]]):
         assert "structN2Vmask" in N2VConfig(X, structN2Vmask=mask).invalid_fields()
-    assert "probabilistic" in N2VConfig(X, probabilistic=True).invalid_fields()
+    X3 = np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype(np.float32)
+    assert "probabilistic" in N2VConfig(X3, probabilistic=True).invalid_fields()  # PN2V: one channel
+    assert "pn2v_samples" in N2VConfig(X, probabilistic=True, pn2v_samples=1).invalid_fields()
 
 
 def test_json_round_trip_and_n2v_config_loads(tmp_path):
