@@ -1,0 +1,92 @@
+"""PN2V: loss against a NumPy reference, MMSE on a hand-made example, training and prediction in 2D/3D."""
+import numpy as np
+import pytest
+from conftest import smooth_image, tiny_config
+from keras import ops
+
+from n2v_tf import N2V
+from n2v_tf.losses import PN2VLoss, pn2v_mmse, pn2v_nll
+
+
+class GaussianNoise:
+    """Closed-form p(x|s) = N(x; s, sigma^2), the simplest noise model (for reference checks)."""
+
+    def __init__(self, sigma):
+        self.sigma = sigma
+
+    def log_likelihood(self, observation, signal):
+        return -0.5 * ops.square((observation - signal) / self.sigma) - np.log(self.sigma * np.sqrt(2 * np.pi))
+
+
+def _np_loglik(x, s, sigma):
+    return -0.5 * ((x - s) / sigma) ** 2 - np.log(sigma * np.sqrt(2 * np.pi))
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_pn2v_loss_matches_numpy(n_dim):
+    rng = np.random.default_rng(0)
+    shape = (2,) + (5,) * n_dim
+    mean, std, sigma, k = 100.0, 20.0, 15.0, 7
+    target = rng.normal(size=shape + (1,)).astype(np.float32)
+    mask = (rng.random(shape + (1,)) < 0.3).astype(np.float32)
+    samples = rng.normal(size=shape + (k,)).astype(np.float32)
+    got = float(pn2v_nll(np.concatenate([target, mask], -1), samples, GaussianNoise(sigma), mean, std))
+    x, s = target * std + mean, samples * std + mean
+    p = np.exp(_np_loglik(x, s, sigma).astype(np.float64)).mean(-1, keepdims=True)
+    expected = -(np.log(p) * mask).sum() / mask.sum()
+    assert got == pytest.approx(expected, rel=1e-5)
+    loss = PN2VLoss(GaussianNoise(sigma), mean, std)
+    assert float(loss(np.concatenate([target, mask], -1), samples)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_pn2v_loss_is_stable_for_far_samples():
+    # likelihoods underflow to 0 in float32; logsumexp keeps the loss finite
+    target = np.zeros((1, 4, 4, 1), np.float32)
+    y_true = np.concatenate([target, np.ones_like(target)], -1)
+    samples = np.full((1, 4, 4, 3), 1e3, np.float32)
+    assert np.isfinite(float(pn2v_nll(y_true, samples, GaussianNoise(1.0))))
+
+
+def test_mmse_hand_made_example():
+    # two samples, s = 0 and s = 10, observation 2, sigma 2: weights prop. exp(-0.5) and exp(-8)
+    samples = np.array([[0.0, 10.0]], np.float32)
+    x = np.array([[2.0]], np.float32)
+    w = np.exp([-0.5, -8.0])
+    w /= w.sum()
+    np.testing.assert_allclose(np.asarray(pn2v_mmse(samples, x, GaussianNoise(2.0))), [[w[1] * 10.0]], rtol=1e-5)
+    # equal distances: plain mean
+    np.testing.assert_allclose(np.asarray(pn2v_mmse(samples, np.array([[5.0]], np.float32), GaussianNoise(2.0))),
+                               [[5.0]], rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_pn2v_trains_and_predicts(n_dim, tmp_path):
+    clean, noisy = smooth_image((64, 64) if n_dim == 2 else (8, 32, 32), sigma=20)
+    X = noisy[None, ..., None]
+    config = tiny_config(X, probabilistic=True, pn2v_samples=16, unet_n_depth=1, batch_norm=False,
+                         n2v_patch_shape=(32, 32) if n_dim == 2 else (8, 16, 16))
+    model = N2V(config, None, basedir=None, noise_model=GaussianNoise(20.0))
+    hist = model.train(X, X, verbose=0, seed=0)
+    assert np.isfinite(hist.history["loss"]).all() and "n2v_mse" not in hist.history
+    axes = "YX" if n_dim == 2 else "ZYX"
+    mmse = model.predict(noisy, axes)
+    prior = model.predict(noisy, axes, pn2v_output="prior_mean")
+    samples = model.predict(noisy, axes, pn2v_output="samples")
+    assert mmse.shape == prior.shape == noisy.shape and samples.shape == noisy.shape + (16,)
+    np.testing.assert_allclose(samples.mean(-1), prior, atol=1e-3 * np.ptp(prior))
+    # the MMSE lies between the samples' extremes at every pixel
+    assert np.all(mmse >= samples.min(-1) - 1e-3) and np.all(mmse <= samples.max(-1) + 1e-3)
+    tiled = model.predict(noisy, axes, n_tiles=(1, 2) if n_dim == 2 else (1, 2, 1))
+    assert np.abs(tiled - mmse).max() <= 1e-4 * np.ptp(mmse)
+
+
+def test_pn2v_without_noise_model_gets_a_clear_error():
+    _, noisy = smooth_image((32, 32))
+    X = noisy[None, ..., None]
+    model = N2V(tiny_config(X, probabilistic=True, pn2v_samples=4), None, basedir=None)
+    with pytest.raises(ValueError, match="noise model"):
+        model.train(X, X, verbose=0)
+    with pytest.raises(ValueError, match="noise model"):
+        model.predict(noisy, "YX")
+    assert model.predict(noisy, "YX", pn2v_output="prior_mean").shape == noisy.shape
