@@ -1,4 +1,4 @@
-"""Command-line interface of n2v_tf: ``n2v-tf train``, ``n2v-tf predict`` and ``n2v-tf demo``.
+"""Command-line interface of n2v_tf: ``n2v-tf train``, ``predict``, ``demo`` and ``analyze-noise``.
 
 Also available as ``python -m n2v_tf``. :func:`main` takes an argument list and returns the exit
 code (0: success, 2: a usage or data error, reported as one line on stderr, 130: interrupted).
@@ -10,6 +10,8 @@ Examples
     $ n2v-tf train data/noisy/ --axes YX --model-dir models --name my_n2v2 --preset n2v2 --epochs 50
     $ n2v-tf predict data/noisy/*.tif --model-dir models --name my_n2v2 --output denoised/
     $ n2v-tf demo --outdir n2v_demo
+    $ n2v-tf analyze-noise dark_frame.tif --png dark_frame_acf.png
+    $ n2v-tf analyze-noise data/noisy/img1.tif --model-dir models --name my_n2v --crop 0:256,0:256
 """
 from __future__ import annotations
 
@@ -385,6 +387,119 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- noise analysis (structN2V mask)
+
+def parse_crop(text: str, names: str, shape: Sequence[int]) -> tuple[slice, ...]:
+    """Parse ``--crop`` (``START:STOP`` per spatial axis, comma-separated, e.g. ``0:128,64:``) into slices.
+
+    Bounds may be left out (``:``, ``10:``) or negative (counted from the end, as in Python); the
+    resolved range must satisfy ``0 <= start < stop <= size`` for every axis.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    example = ",".join(f"{a}0:{a}1" for a in names)
+    if len(parts) != len(names):
+        raise CLIError(f"--crop {text!r} needs one START:STOP range per spatial axis ({names}: {example}), "
+                       f"got {len(parts)}")
+    slices = []
+    for part, axis, size in zip(parts, names, shape):
+        bounds = part.split(":")
+        try:
+            if len(bounds) != 2:
+                raise ValueError
+            lo, hi = (int(b) if b.strip() else None for b in bounds)
+        except ValueError:
+            raise CLIError(f"--crop {text!r}: '{part}' is not a START:STOP range of integers (e.g. {example})"
+                           ) from None
+        lo_r = 0 if lo is None else (lo + size if lo < 0 else lo)
+        hi_r = size if hi is None else (hi + size if hi < 0 else hi)
+        if not 0 <= lo_r < hi_r <= size:
+            raise CLIError(f"--crop {text!r}: the range '{part}' along {axis} is empty or outside the image "
+                           f"(size {size} along {axis})")
+        slices.append(slice(lo_r, hi_r))
+    return tuple(slices)
+
+
+def cmd_analyze_noise(args: argparse.Namespace) -> int:
+    from .analysis import mask_literal, plot_autocorrelation, suggest_struct_mask
+    src = Path(args.input)
+    if src.is_dir():
+        raise CLIError(f"INPUT '{src}' is a folder: give one noise image (a stack of images: --axes SYX)")
+    if not src.is_file():
+        raise CLIError(f"input '{src}' does not exist (no such file)")
+    if (args.model_dir is None) != (args.name is None):
+        raise CLIError("--model-dir and --name go together: give both to analyse the residual of that model, "
+                       "or neither to analyse INPUT itself")
+    model = load_model(args.model_dir, args.name) if args.model_dir is not None else None
+    if args.axes is not None:
+        axes = parse_axes(args.axes)
+    elif model is not None:
+        axes = "ZYX" if model.config.n_dim == 3 else "YX"
+    else:
+        axes = "YX"
+    if "C" in axes:
+        raise CLIError(f"--axes {axes}: analyze-noise works on one channel; save the channel to analyse as its own "
+                       "image (use --axes YX, ZYX, or SYX/SZYX for a stack)")
+    img = read_checked(src, axes)
+    if model is not None:
+        try:
+            img = np.asarray(img, dtype=np.float64) - model.predict(img, axes)
+        except ValueError as e:
+            raise CLIError(f"cannot predict '{src}' with model '{args.name}': {e}") from None
+    canon = ("S" if ("S" in axes or "T" in axes) else "") + ("Z" if "Z" in axes else "") + "YX"
+    order = [axes.replace("T", "S").index(a) for a in canon]
+    noise = np.transpose(np.asarray(img, dtype=np.float64), order)
+    spatial = canon.replace("S", "")
+    n_dim = len(spatial)
+    if args.crop:
+        crop = parse_crop(args.crop, spatial, noise.shape[-n_dim:])
+        noise = noise[(Ellipsis,) + crop]
+    if not np.isfinite(noise).all():
+        raise CLIError(f"'{src}' contains NaN or infinite values")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mask, acf = suggest_struct_mask(noise, threshold=args.threshold, max_span=args.max_span, n_dim=n_dim,
+                                            min_correlation=args.min_correlation)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+    what = f"the residual of model '{args.name}' (input - prediction) on '{src}'" if model is not None else f"'{src}'"
+    size = "x".join(str(s) for s in noise.shape[-n_dim:])
+    stack = f", {noise.shape[0]} images" if noise.ndim > n_dim else ""
+    print(f"Noise autocorrelation of {what}: {spatial} {size} pixels{stack}"
+          + (f" (crop {args.crop})" if args.crop else ""))
+    centre = tuple(s // 2 for s in acf.shape)
+    lag1 = ", ".join(f"{a} {acf[centre[:i] + (centre[i] + 1,) + centre[i + 1:]]:.3f}" for i, a in enumerate(spatial))
+    print(f"Correlation with the next pixel along {lag1} (threshold {args.threshold:g} x the strongest "
+          f"neighbour; floor {args.min_correlation:g})")
+    for w in caught:
+        if mask.size == 1 and "plain N2V" in str(w.message):
+            continue                                   # said below, on stdout
+        print(f"{PROG} {args.command}: warning: {w.message}", file=sys.stderr)
+    spans = ", ".join(f"{a} {s}" for a, s in zip(spatial, mask.shape))
+    if mask.size == 1:
+        print(f"Suggested mask spans: {spans} -- the noise looks pixel-wise independent: plain N2V "
+              "(structN2Vmask=None) suffices.")
+    else:
+        print(f"Suggested mask spans: {spans} ({int(mask.sum()) - 1} hidden pixel(s) around each blind spot)")
+    print(f"structN2Vmask={mask_literal(mask)}")
+    if not args.no_png:
+        png = Path(args.png) if args.png else Path.cwd() / f"{src.stem}_acf.png"
+        try:
+            plot_autocorrelation(acf, mask, path=str(png), threshold=args.threshold,
+                                 title=f"noise autocorrelation: {src.name}"
+                                       + (f" (residual of {args.name})" if model is not None else ""))
+        except ImportError:
+            if args.png:
+                raise CLIError("--png needs matplotlib: pip install matplotlib") from None
+            print(f"{PROG} {args.command}: note: matplotlib is not installed, no plot written "
+                  "(pip install matplotlib)", file=sys.stderr)
+        except (OSError, ValueError) as e:
+            raise CLIError(f"cannot write '{png}': {e}") from None
+        else:
+            print(f"Wrote the autocorrelation plot '{png}'.")
+    return 0
+
+
 # --------------------------------------------------------------------------- argument parsing
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -397,8 +512,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``n2v-tf`` (subcommands train, predict, demo)."""
+    """The argument parser of ``n2v-tf`` (subcommands train, predict, demo, analyze-noise)."""
     from . import __version__
+    from .analysis import DEFAULT_MIN_CORRELATION, DEFAULT_THRESHOLD
     parser = argparse.ArgumentParser(
         prog=PROG, description="Noise2Void / N2V2 self-supervised denoising (TensorFlow / Keras 3).",
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.")
@@ -463,6 +579,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a tiny network and a few steps (seconds; for testing)")
     d.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("analyze-noise", formatter_class=fmt,
+                       help="suggest a structN2V mask from the autocorrelation of noise",
+                       description="Measure the autocorrelation of a noise-only image (a dark frame, a background "
+                                   "crop, a 'noisy - denoised' residual, or with --model-dir/--name the residual of "
+                                   "an N2V model on INPUT), print the suggested structN2V mask as the literal to "
+                                   "paste into N2VConfig(..., structN2Vmask=...) and plot the autocorrelation.")
+    a.add_argument("input", metavar="INPUT", help="noise image (TIFF/PNG), or a noisy image with --model-dir/--name")
+    a.add_argument("--axes", default=None, help="axes of INPUT: YX, ZYX, or SYX/SZYX for a stack of noise images "
+                                                "(autocorrelations averaged) (default: YX, or the model's axes)")
+    a.add_argument("--crop", default=None, metavar="RANGES",
+                   help="analyse only this region: START:STOP per spatial axis, comma-separated, e.g. "
+                        "0:128,64:192 (YX) or :,0:100,: (ZYX); bounds may be omitted")
+    a.add_argument("--model-dir", default=None, help="with --name: analyse INPUT - prediction of this N2V model")
+    a.add_argument("--name", default=None, help="model name (folder DIR/NAME)")
+    a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="hide lags correlated by more than THRESHOLD x the strongest neighbour correlation")
+    a.add_argument("--min-correlation", type=float, default=DEFAULT_MIN_CORRELATION,
+                   help="neighbour correlation up to which the noise counts as pixel-wise independent (plain N2V)")
+    a.add_argument("--max-span", type=int, default=None, help="largest mask side (odd; default: about half the image)")
+    a.add_argument("--png", default=None, metavar="OUT.png",
+                   help="autocorrelation plot (default: <INPUT stem>_acf.png in the current folder)")
+    a.add_argument("--no-png", action="store_true", help="do not write the plot")
+    a.set_defaults(func=cmd_analyze_noise)
     return parser
 
 

@@ -151,7 +151,7 @@ def test_single_image_validation_region():
 def test_python_m_help():
     res = subprocess.run([sys.executable, "-m", "n2v_tf", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert all(cmd in res.stdout for cmd in ("train", "predict", "demo"))
+    assert all(cmd in res.stdout for cmd in ("train", "predict", "demo", "analyze-noise"))
 
 
 @pytest.mark.slow
@@ -192,3 +192,128 @@ def test_demo_quick(tmp_path, capsys):
     assert den.shape == (256, 256) and den.dtype == np.float32
     with Image.open(tmp_path / "demo" / "nuclei_noisy_denoised_clean.png") as png:
         assert png.size[0] > 3 * 256 and png.size[1] == 256
+
+
+# --------------------------------------------------------------------------- analyze-noise (structN2V mask)
+
+def striped_noise(shape, width=9, axis=-1, seed=0, pixel_sigma=0.3):
+    """White noise convolved with a box of ``width`` pixels along ``axis``, plus pixel-wise Gaussian noise."""
+    from scipy.ndimage import uniform_filter1d
+    rng = np.random.default_rng(seed)
+    x = uniform_filter1d(rng.normal(size=shape), width, axis=axis, mode="wrap") * np.sqrt(width)
+    return (100 + 10 * (x + pixel_sigma * rng.normal(size=shape))).astype(np.float32)
+
+
+def printed_mask(out):
+    """The mask of the ``structN2Vmask=[...]`` line of analyze-noise's output."""
+    import json
+    lines = [ln for ln in out.splitlines() if ln.startswith("structN2Vmask=")]
+    assert len(lines) == 1, out
+    return np.array(json.loads(lines[0][len("structN2Vmask="):]))
+
+
+def test_analyze_noise_box_along_x(tmp_path, capsys):
+    tif = tmp_path / "stripes.tif"
+    tifffile.imwrite(tif, striped_noise((128, 128)))
+    png = tmp_path / "out" / "acf.png"
+    png.parent.mkdir()
+    assert main(["analyze-noise", str(tif), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    mask = printed_mask(out)
+    assert mask.ndim == 2 and mask.shape[0] == 1 and 7 <= mask.shape[1] <= 11 and (mask == 1).all(), out
+    assert re.search(rf"spans: Y 1, X {mask.shape[1]}\b", out), out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in out
+
+
+def test_analyze_noise_default_png_in_cwd_stack_and_crop(tmp_path, capsys, monkeypatch):
+    tif = tmp_path / "data" / "dark.tif"
+    tif.parent.mkdir()
+    stack = np.stack([striped_noise((48, 96), axis=0, seed=s) for s in (1, 2)])    # correlated along Y
+    tifffile.imwrite(tif, stack, photometric="minisblack")
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze-noise", str(tif), "--axes", "SYX", "--crop", "8:,:80"]) == 0
+    out = capsys.readouterr().out
+    mask = printed_mask(out)
+    assert mask.shape[1] == 1 and 7 <= mask.shape[0] <= 11, out
+    assert "2 images" in out and "40x80" in out
+    assert (tmp_path / "dark_acf.png").is_file()                     # <INPUT stem>_acf.png in the cwd
+
+
+def test_analyze_noise_3d_and_white_noise(tmp_path, capsys):
+    tif = tmp_path / "vol.tif"
+    tifffile.imwrite(tif, striped_noise((16, 64, 64), axis=1), photometric="minisblack")
+    assert main(["analyze-noise", str(tif), "--axes", "ZYX", "--no-png"]) == 0
+    out = capsys.readouterr().out
+    mask = printed_mask(out)
+    assert mask.ndim == 3 and mask.shape[0] <= 3 and mask.shape[2] <= 3 and 7 <= mask.shape[1] <= 11, out
+    assert not list(tmp_path.glob("*.png"))
+    white = tmp_path / "white.tif"
+    tifffile.imwrite(white, np.random.default_rng(3).normal(size=(64, 64)).astype(np.float32))
+    assert main(["analyze-noise", str(white), "--no-png"]) == 0
+    captured = capsys.readouterr()
+    assert printed_mask(captured.out).tolist() == [[1]] and "plain N2V" in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_analyze_noise_missing_file(tmp_path, capsys):
+    assert main(["analyze-noise", str(tmp_path / "nope.tif")]) == 2
+    err = error_line(capsys)
+    assert "nope.tif" in err and "does not exist" in err and "analyze-noise" in err
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--crop", "0:300,:"], ["--crop", "outside"]), (["--crop", "0:64"], ["--crop", "one START:STOP"]),
+    (["--crop", "a:b,:"], ["--crop", "integers"]), (["--crop", "0:4,:"], ["8 pixels"]),
+    (["--axes", "ZYX"], ["--axes", "does not fit"]), (["--axes", "YXC"], ["one channel"]),
+    (["--threshold", "1.5"], ["threshold"]), (["--min-correlation", "0"], ["min_correlation"]),
+    (["--max-span", "4"], ["max_span"]), (["--name", "m"], ["--model-dir and --name"]),
+    (["--model-dir", "MODELS", "--name", "none"], ["no model 'none'"]),
+])
+def test_analyze_noise_errors(tmp_path, capsys, extra, words):
+    tif = tmp_path / "n.tif"
+    tifffile.imwrite(tif, striped_noise((64, 64)))
+    extra = [str(tmp_path) if a == "MODELS" else a for a in extra]
+    assert main(["analyze-noise", str(tif), "--no-png"] + extra) == 2
+    err = error_line(capsys)
+    assert all(w in err for w in words), err
+
+
+def test_analyze_noise_folder_and_help(tmp_path, capsys):
+    assert main(["analyze-noise", str(tmp_path)]) == 2
+    assert "folder" in error_line(capsys)
+    assert main(["analyze-noise", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--model-dir" in out and "--crop" in out and "structN2V" in out
+
+
+def test_parse_crop():
+    assert cli.parse_crop("2:10, :-4", "YX", (16, 20)) == (slice(2, 10), slice(0, 16))
+    assert cli.parse_crop(":,-8:,0:5", "ZYX", (4, 16, 20)) == (slice(0, 4), slice(8, 16), slice(0, 5))
+    for bad in ("5:5,:", "3:2,:", ":,0:21", "1:2:3,:", "1,:"):
+        with pytest.raises(cli.CLIError, match="--crop"):
+            cli.parse_crop(bad, "YX", (16, 20))
+
+
+@pytest.mark.slow
+def test_analyze_noise_residual_of_a_model(tmp_path, capsys):
+    """--model-dir/--name: the autocorrelation of INPUT - prediction (a tiny model, so the residual ~ the noise)."""
+    import warnings
+
+    from n2v_tf import N2V
+    from n2v_tf.analysis import suggest_struct_mask
+    tif = tmp_path / "noisy.tif"
+    img = striped_noise((64, 64), seed=4)
+    tifffile.imwrite(tif, img)
+    models = tmp_path / "models"
+    assert main(["train", str(tif), "--model-dir", str(models), "--name", "tiny", "--preset", "n2v",
+                 "--seed", "0"] + TINY) == 0
+    capsys.readouterr()
+    assert main(["analyze-noise", str(tif), "--model-dir", str(models), "--name", "tiny",
+                 "--png", str(tmp_path / "res.png")]) == 0
+    out = capsys.readouterr().out
+    assert "residual of model 'tiny'" in out and (tmp_path / "res.png").is_file()
+    residual = img.astype(np.float64) - N2V(None, "tiny", basedir=str(models)).predict(img, "YX")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected, _ = suggest_struct_mask(residual)
+    np.testing.assert_array_equal(printed_mask(out), expected)
