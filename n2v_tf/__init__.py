@@ -5,18 +5,36 @@ A CSBDeep-compatible home for the Noise2Void family of self-supervised denoisers
 
 >>> from n2v_tf import N2VConfig, N2V, N2V_DataGenerator  # doctest: +SKIP
 """
+import importlib
 from importlib.metadata import PackageNotFoundError, version as _version
 
+# NumPy-only modules are imported eagerly; the ones that need TensorFlow/Keras load on first use, so that
+# `import n2v_tf` (and CLI commands such as `analyze-noise`) start quickly.
 from .analysis import mask_literal, plot_autocorrelation, struct_mask, suggest_struct_mask
 from .config import N2VConfig
-from .data import N2V_DataGenerator, N2VSequence, validation_data
-from .losses import loss_mae, loss_mse, n2v_abs, n2v_mse
 from .masking import (MANIPULATORS, manipulate_val_data, mask_batch, pm_identity, pm_mean, pm_median,
                       pm_normal_additive, pm_normal_fitted, pm_normal_withoutCP, pm_uniform_withCP,
                       pm_uniform_withoutCP, stratified_coords, tta_backward, tta_forward)
-from .models import N2V
-from .nets import build_n2v2_unet, build_n2v_unet, build_unet
 from .qc import autocorrelation, psnr
+
+_LAZY = {
+    "N2V": "models",
+    "N2V_DataGenerator": "data", "N2VSequence": "data", "validation_data": "data",
+    "n2v_mse": "losses", "n2v_abs": "losses", "loss_mse": "losses", "loss_mae": "losses",
+    "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'n2v_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 try:
     __version__ = _version("n2v_tf")
