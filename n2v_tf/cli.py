@@ -194,9 +194,28 @@ def split_validation(images: list[tuple[str, np.ndarray]], patch: tuple[int, ...
 
 # --------------------------------------------------------------------------- training (shared by train and demo)
 
+def _parse_struct_mask(text: str | None, n_dim: int) -> list | None:
+    """``--struct-mask``: the literal printed by analyze-noise (``[[1, 1, 1]]``) or ``AXIS:SPAN`` (``X:9``)."""
+    import json
+    from .analysis import struct_mask
+    if text is None:
+        return None
+    if ":" in text and not text.lstrip().startswith("["):
+        axis, _, span = text.partition(":")
+        try:
+            return struct_mask(axis.strip(), int(span), n_dim).tolist()
+        except ValueError as e:
+            raise CLIError(f"--struct-mask {text!r}: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise CLIError(f"--struct-mask {text!r}: expected AXIS:SPAN (e.g. X:9) or the literal printed by "
+                       "'n2v-tf analyze-noise' (e.g. [[1, 1, 1, 1, 1]])") from None
+
+
 def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *, epochs: int, steps: int,
                  batch_size: int, depth: int, kernel_size: int, n_first: int, perc_pix: float, learning_rate: float,
-                 tensorboard: bool):
+                 tensorboard: bool, struct_mask: str | None = None):
     from .config import N2VConfig
     from .masking import box_size
     n_dim = len(patch)
@@ -209,7 +228,8 @@ def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *
         config = N2VConfig(train, unet_kern_size=kernel_size, unet_n_depth=depth, unet_n_first=n_first,
                            n2v_perc_pix=perc_pix, n2v_patch_shape=tuple(patch), train_epochs=epochs,
                            train_steps_per_epoch=steps, train_batch_size=batch_size, train_learning_rate=learning_rate,
-                           train_tensorboard=tensorboard, **PRESETS[preset])
+                           train_tensorboard=tensorboard, structN2Vmask=_parse_struct_mask(struct_mask, n_dim),
+                           **PRESETS[preset])
         config.validate()
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -253,7 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _make_config(train, patch, args.preset, epochs=args.epochs, steps=args.steps,
                           batch_size=args.batch_size, depth=args.depth, kernel_size=args.kernel_size,
                           n_first=args.n_first, perc_pix=args.perc_pix, learning_rate=args.learning_rate,
-                          tensorboard=args.tensorboard)
+                          tensorboard=args.tensorboard, struct_mask=args.struct_mask)
     print(f"{len(files)} file(s), {len(images)} image(s) with axes {axes}; {split}")
     print(f"{args.preset.upper()}: {n_dim}D patches {patch}, batch {args.batch_size}, {args.epochs} epoch(s) x "
           f"{args.steps} step(s), U-Net depth {args.depth}, kernel {args.kernel_size}, n_first {args.n_first}")
@@ -549,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--perc-pix", type=float, default=0.198, help="percentage of blind-spot pixels per patch")
     t.add_argument("--learning-rate", type=float, default=0.0004, help="Adam learning rate")
     t.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to DIR/NAME/logs")
+    t.add_argument("--struct-mask", default=None, metavar="MASK",
+                   help="structN2V mask: AXIS:SPAN (e.g. X:9) or the literal printed by 'n2v-tf analyze-noise'")
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     t.set_defaults(func=cmd_train)

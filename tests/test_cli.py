@@ -317,3 +317,23 @@ def test_analyze_noise_residual_of_a_model(tmp_path, capsys):
         warnings.simplefilter("ignore")
         expected, _ = suggest_struct_mask(residual)
     np.testing.assert_array_equal(printed_mask(out), expected)
+
+
+def test_parse_struct_mask_forms():
+    from n2v_tf.cli import CLIError, _parse_struct_mask
+    assert _parse_struct_mask("X:5", 2) == [[1, 1, 1, 1, 1]]
+    assert _parse_struct_mask("Y:3", 3) == [[[1], [1], [1]]]
+    assert _parse_struct_mask("[[1, 1, 1]]", 2) == [[1, 1, 1]]
+    assert _parse_struct_mask(None, 2) is None
+    for bad in ("X:4", "Q:5", "[[1, 1"):
+        with pytest.raises(CLIError, match="struct-mask|span|axis"):
+            _parse_struct_mask(bad, 2)
+
+
+@pytest.mark.slow
+def test_train_with_struct_mask(tiny_tif, tmp_path):
+    models = tmp_path / "models"
+    args = ["train", str(tiny_tif.parent), "--axes", "YX", "--model-dir", str(models), "--name", "st",
+            "--preset", "n2v", "--seed", "0", "--struct-mask", "X:5"] + TINY
+    assert main(args) == 0
+    assert '"structN2Vmask": [[1, 1, 1, 1, 1]]' in (models / "st" / "config.json").read_text()
