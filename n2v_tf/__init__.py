@@ -22,6 +22,7 @@ _LAZY = {
     "N2V_DataGenerator": "data", "N2VSequence": "data", "validation_data": "data",
     "n2v_mse": "losses", "n2v_abs": "losses", "loss_mse": "losses", "loss_mae": "losses",
     "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
+    "HistogramNoiseModel": "noise_models", "GaussianMixtureNoiseModel": "noise_models",
 }
 
 
@@ -49,4 +50,5 @@ __all__ = [
     "n2v_mse", "n2v_abs", "loss_mse", "loss_mae",
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
     "autocorrelation", "psnr", "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
+    "HistogramNoiseModel", "GaussianMixtureNoiseModel",
 ]

@@ -90,3 +90,37 @@ def test_pn2v_without_noise_model_gets_a_clear_error():
     with pytest.raises(ValueError, match="noise model"):
         model.predict(noisy, "YX")
     assert model.predict(noisy, "YX", pn2v_output="prior_mean").shape == noisy.shape
+
+
+@pytest.mark.parametrize("kind", ("gmm", "histogram"))
+def test_pn2v_loss_serialises_with_its_noise_model(kind):
+    import keras
+
+    from n2v_tf import GaussianMixtureNoiseModel, HistogramNoiseModel
+    rng = np.random.default_rng(0)
+    s = rng.uniform(10, 200, 20000)
+    x = s + rng.normal(0, np.sqrt(2 * s + 25))
+    nm = (GaussianMixtureNoiseModel.fit(s, x, steps=50, batch_size=2000) if kind == "gmm"
+          else HistogramNoiseModel.fit(s, x, bins=32))
+    loss = PN2VLoss(nm, 100.0, 50.0)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    y_true = np.concatenate([rng.normal(size=(1, 8, 8, 1)), np.ones((1, 8, 8, 1))], -1).astype(np.float32)
+    y_pred = rng.normal(size=(1, 8, 8, 5)).astype(np.float32)
+    assert float(again(y_true, y_pred)) == pytest.approx(float(loss(y_true, y_pred)), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_pn2v_model_folder_keeps_its_noise_model(tmp_path):
+    from n2v_tf import GaussianMixtureNoiseModel
+    clean, noisy = smooth_image((64, 64), sigma=15)
+    rng = np.random.default_rng(1)
+    nm = GaussianMixtureNoiseModel.fit(clean.ravel(), (clean + rng.normal(0, 15, clean.shape)).ravel(), steps=100,
+                                       batch_size=4096)
+    X = noisy[None, ..., None]
+    config = tiny_config(X, probabilistic=True, pn2v_samples=8, unet_n_depth=1)
+    model = N2V(config, "pn", basedir=str(tmp_path), noise_model=nm)
+    model.train(X, X, verbose=0, seed=0)
+    before = model.predict(noisy, "YX")
+    again = N2V(None, "pn", basedir=str(tmp_path))
+    assert isinstance(again.noise_model, GaussianMixtureNoiseModel)
+    np.testing.assert_allclose(again.predict(noisy, "YX"), before, atol=1e-4 * np.ptp(before))
