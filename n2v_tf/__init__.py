@@ -23,6 +23,7 @@ _LAZY = {
     "n2v_mse": "losses", "n2v_abs": "losses", "loss_mse": "losses", "loss_mae": "losses",
     "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
     "HistogramNoiseModel": "noise_models", "GaussianMixtureNoiseModel": "noise_models",
+    "bootstrap_noise_model": "noise_models",
 }
 
 
@@ -50,5 +51,5 @@ __all__ = [
     "n2v_mse", "n2v_abs", "loss_mse", "loss_mae",
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
     "autocorrelation", "psnr", "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
-    "HistogramNoiseModel", "GaussianMixtureNoiseModel",
+    "HistogramNoiseModel", "GaussianMixtureNoiseModel", "bootstrap_noise_model",
 ]

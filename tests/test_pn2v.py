@@ -124,3 +124,29 @@ def test_pn2v_model_folder_keeps_its_noise_model(tmp_path):
     again = N2V(None, "pn", basedir=str(tmp_path))
     assert isinstance(again.noise_model, GaussianMixtureNoiseModel)
     np.testing.assert_allclose(again.predict(noisy, "YX"), before, atol=1e-4 * np.ptp(before))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ("gmm", "histogram"))
+def test_bootstrap_end_to_end_on_a_tiny_image(kind, tmp_path):
+    from n2v_tf import bootstrap_noise_model
+    rng = np.random.default_rng(3)
+    clean, _ = smooth_image((64, 64))
+    noisy = (clean + rng.normal(0, np.sqrt(0.5 * clean + 25))).astype(np.float32)  # signal-dependent noise
+    X = noisy[None, ..., None]
+    n2v = N2V(tiny_config(X, unet_n_depth=1, train_steps_per_epoch=5), "n2v", basedir=str(tmp_path))
+    n2v.train(X, X, verbose=0, seed=0)
+    fit = dict(steps=100, batch_size=2048) if kind == "gmm" else dict(bins=32)
+    nm = bootstrap_noise_model(n2v, noisy, "YX", kind=kind, **fit)
+    s = np.linspace(np.percentile(clean, 10), np.percentile(clean, 90), 5)
+    mean, var = nm.mean_and_variance(s)
+    assert np.all(np.isfinite(var)) and np.all(var > 0)
+    pn2v = N2V(tiny_config(X, probabilistic=True, pn2v_samples=8, unet_n_depth=1), "pn2v", basedir=str(tmp_path),
+               noise_model=nm)
+    pn2v.train(X, X, verbose=0, seed=0)
+    out = pn2v.predict(noisy, "YX")
+    assert out.shape == noisy.shape and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="kind"):
+        bootstrap_noise_model(n2v, noisy, "YX", kind="poisson")
+    with pytest.raises(ValueError, match="probabilistic"):
+        bootstrap_noise_model(pn2v, noisy, "YX")
