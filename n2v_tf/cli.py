@@ -1,4 +1,5 @@
-"""Command-line interface of n2v_tf: ``n2v-tf train``, ``predict``, ``demo`` and ``analyze-noise``.
+"""Command-line interface of n2v_tf: ``n2v-tf train``, ``predict``, ``demo``, ``analyze-noise``, ``noise-model``
+and ``bootstrap``.
 
 Also available as ``python -m n2v_tf``. :func:`main` takes an argument list and returns the exit
 code (0: success, 2: a usage or data error, reported as one line on stderr, 130: interrupted).
@@ -12,6 +13,17 @@ Examples
     $ n2v-tf demo --outdir n2v_demo
     $ n2v-tf analyze-noise dark_frame.tif --png dark_frame_acf.png
     $ n2v-tf analyze-noise data/noisy/img1.tif --model-dir models --name my_n2v --crop 0:256,0:256
+
+Probabilistic N2V (PN2V): a noise model from a calibration stack (noisy frames of a static sample), or
+the fully unsupervised pipeline (N2V -> bootstrapped noise model -> PN2V); ``predict`` then writes
+the MMSE estimate:
+
+.. code-block:: console
+
+    $ n2v-tf noise-model --calibration calib.tif --kind gmm --output nm.npz --check data/noisy/
+    $ n2v-tf train data/noisy/ --noise-model nm.npz --pn2v-samples 400 --model-dir models --name my_pn2v
+    $ n2v-tf bootstrap data/noisy/ --axes YX --model-dir models --name my_pn2v --kind gmm --epochs 50
+    $ n2v-tf predict data/noisy/*.tif --model-dir models --name my_pn2v --output denoised/
 """
 from __future__ import annotations
 
@@ -215,7 +227,8 @@ def _parse_struct_mask(text: str | None, n_dim: int) -> list | None:
 
 def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *, epochs: int, steps: int,
                  batch_size: int, depth: int, kernel_size: int, n_first: int, perc_pix: float, learning_rate: float,
-                 tensorboard: bool, struct_mask: str | None = None):
+                 tensorboard: bool, struct_mask: str | None = None, **extra):
+    """An :class:`N2VConfig` for ``train`` (validated; ``extra``: more attributes, e.g. ``probabilistic=True``)."""
     from .config import N2VConfig
     from .masking import box_size
     n_dim = len(patch)
@@ -229,56 +242,104 @@ def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *
                            n2v_perc_pix=perc_pix, n2v_patch_shape=tuple(patch), train_epochs=epochs,
                            train_steps_per_epoch=steps, train_batch_size=batch_size, train_learning_rate=learning_rate,
                            train_tensorboard=tensorboard, structN2Vmask=_parse_struct_mask(struct_mask, n_dim),
-                           **PRESETS[preset])
+                           **PRESETS[preset], **extra)
         config.validate()
     except ValueError as e:
         raise CLIError(str(e)) from None
     return config
 
 
-def _train_model(train: list[np.ndarray], val: list[np.ndarray], config, model_dir: Path, name: str,
-                 overwrite: bool, verbose: int, seed: int | None):
-    """Create the model folder and train; returns ``(model, history, seconds)``."""
-    import keras
+def _create_model(config, model_dir: Path, name: str, overwrite: bool, noise_model=None):
+    """Create (or replace, with ``overwrite``) the model folder ``model_dir/name``; returns the :class:`N2V`."""
     from .models import N2V
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="output path for model already exists")
-            model = N2V(config, name, basedir=str(model_dir), overwrite=overwrite)
-    except (FileExistsError, ValueError) as e:
+            return N2V(config, name, basedir=str(model_dir), overwrite=overwrite, noise_model=noise_model)
+    except (FileExistsError, ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
+
+
+def _train_model(train: list[np.ndarray], val: list[np.ndarray], config, model_dir: Path, name: str,
+                 overwrite: bool, verbose: int, seed: int | None, noise_model=None, model=None):
+    """Create the model folder (unless ``model`` is given) and train; returns ``(model, history, seconds)``.
+
+    ``noise_model``: the noise model of a PN2V config (``config.probabilistic``), saved in the folder.
+    """
+    import keras
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if model is None:
+        model = _create_model(config, model_dir, name, overwrite, noise_model)
     t0 = time.perf_counter()
-    history = model.train(train, val, verbose=verbose, seed=seed)
+    try:
+        history = model.train(train, val, verbose=verbose, seed=seed)
+    except ValueError as e:
+        raise CLIError(f"training '{name}' failed: {e}") from None
     return model, history, time.perf_counter() - t0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    axes = parse_axes(args.axes)
+def _check_training_args(args: argparse.Namespace, flags: Sequence[str] = ()) -> None:
+    """Range checks of the options shared by ``train`` and ``bootstrap``."""
     if not 0 < args.val_fraction <= 0.5:
         raise CLIError(f"--val-fraction must be in (0, 0.5], got {args.val_fraction}")
-    for flag in ("epochs", "steps", "batch_size", "n_first", "depth"):
-        if getattr(args, flag) < 1:
-            raise CLIError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    folder = Path(args.model_dir) / args.name
-    if (folder / "config.json").exists() and not args.overwrite:
-        raise CLIError(f"model folder '{folder}' already exists: choose another --name or pass --overwrite")
+    for flag in ("epochs", "steps", "batch_size", "n_first", "depth", *flags):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CLIError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _training_data(args: argparse.Namespace, axes: str):
+    """Read the inputs and split them: ``(files, images, patch, train, val, split description)``."""
     files = collect_files(args.inputs)
     images = load_training_images(files, axes)
     n_dim = 3 if "Z" in axes else 2
     div = _divisor(args.depth)
     patch = choose_patch(args.patch, n_dim, images, div)
     train, val, patch, split = split_validation(images, patch, args.val_fraction, div, bool(args.patch))
-    config = _make_config(train, patch, args.preset, epochs=args.epochs, steps=args.steps,
-                          batch_size=args.batch_size, depth=args.depth, kernel_size=args.kernel_size,
-                          n_first=args.n_first, perc_pix=args.perc_pix, learning_rate=args.learning_rate,
-                          tensorboard=args.tensorboard, struct_mask=args.struct_mask)
+    return files, images, patch, train, val, split
+
+
+def _config_from_args(args: argparse.Namespace, train: list[np.ndarray], patch: tuple[int, ...],
+                      epochs: int | None = None, steps: int | None = None, **extra):
+    return _make_config(train, patch, args.preset, epochs=args.epochs if epochs is None else epochs,
+                        steps=args.steps if steps is None else steps, batch_size=args.batch_size, depth=args.depth,
+                        kernel_size=args.kernel_size, n_first=args.n_first, perc_pix=args.perc_pix,
+                        learning_rate=args.learning_rate, tensorboard=args.tensorboard,
+                        struct_mask=args.struct_mask, **extra)
+
+
+def _check_single_channel(images: Sequence[tuple[str, np.ndarray]], axes: str, what: str) -> None:
+    n_ch = images[0][1].shape[-1]
+    if n_ch != 1:
+        raise CLIError(f"{what} works on single-channel images, but the images have {n_ch} channels (--axes {axes}); "
+                       "save the channel to denoise as its own images")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    axes = parse_axes(args.axes)
+    _check_training_args(args, ("pn2v_samples",))
+    if args.pn2v_samples is not None and args.noise_model is None:
+        raise CLIError("--pn2v-samples needs --noise-model (it sets the samples per pixel of a PN2V model)")
+    folder = Path(args.model_dir) / args.name
+    if (folder / "config.json").exists() and not args.overwrite:
+        raise CLIError(f"model folder '{folder}' already exists: choose another --name or pass --overwrite")
+    noise_model = load_noise_model_file(args.noise_model) if args.noise_model else None
+    files, images, patch, train, val, split = _training_data(args, axes)
+    extra = {}
+    if noise_model is not None:
+        _check_single_channel(images, axes, "PN2V (--noise-model)")
+        extra = dict(probabilistic=True, pn2v_samples=args.pn2v_samples or DEFAULT_PN2V_SAMPLES)
+    config = _config_from_args(args, train, patch, **extra)
+    n_dim = len(patch)
     print(f"{len(files)} file(s), {len(images)} image(s) with axes {axes}; {split}")
-    print(f"{args.preset.upper()}: {n_dim}D patches {patch}, batch {args.batch_size}, {args.epochs} epoch(s) x "
+    kind = args.preset.upper() + (f" + PN2V ({config.pn2v_samples} samples per pixel)" if noise_model else "")
+    print(f"{kind}: {n_dim}D patches {patch}, batch {args.batch_size}, {args.epochs} epoch(s) x "
           f"{args.steps} step(s), U-Net depth {args.depth}, kernel {args.kernel_size}, n_first {args.n_first}")
+    if noise_model is not None:
+        _print_coverage(noise_model, [im for _, im in images], "the training images", args.command)
     model, history, seconds = _train_model(train, val, config, Path(args.model_dir), args.name, args.overwrite,
-                                           args.verbose, args.seed)
+                                           args.verbose, args.seed, noise_model=noise_model)
     val_loss = history.history.get("val_loss", [float("nan")])
     print(f"Training took {seconds:.0f} s (best val_loss {np.nanmin(val_loss):.4g}). Model saved in '{folder}'.")
     print(f"Denoise with: {PROG} predict IMAGES --model-dir {args.model_dir} --name {args.name} --axes {axes} "
@@ -297,7 +358,9 @@ def load_model(model_dir: str, name: str):
     if not any(folder.glob("*.h5")) and not any(folder.glob("*.hdf5")):
         raise CLIError(f"model folder '{folder}' contains no weight file (*.h5): was the training finished?")
     try:
-        return N2V(None, name, basedir=str(model_dir))
+        with warnings.catch_warnings():   # a PN2V folder without noise model: cmd_predict says it in one line
+            warnings.filterwarnings("ignore", message=".*PN2V model without a noise model file")
+            return N2V(None, name, basedir=str(model_dir))
     except (ValueError, OSError) as e:
         raise CLIError(f"cannot load model '{folder}': {e}") from None
 
@@ -319,6 +382,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
                        "optionally C and one of S/T")
     if args.n_tiles is not None and min(args.n_tiles) < 1:
         raise CLIError(f"--n-tiles must be positive integers, got {args.n_tiles}")
+    extra = {}
+    if c.probabilistic:
+        extra["pn2v_output"] = args.pn2v_output or "mmse"
+        if extra["pn2v_output"] == "mmse" and model.noise_model is None:
+            raise CLIError(f"PN2V model '{args.name}' has no noise model file (noise_model_gmm.npz or "
+                           "noise_model_histogram.npz) in its folder, which the MMSE estimate needs; copy it there, "
+                           "or use --pn2v-output prior_mean")
+        print(f"PN2V model: writing the {'MMSE estimate' if extra['pn2v_output'] == 'mmse' else 'prior mean'} "
+              f"({c.pn2v_samples} samples per pixel).")
+    elif args.pn2v_output is not None:
+        raise CLIError(f"--pn2v-output is for PN2V models; '{args.name}' is a plain N2V model")
     outdir = Path(args.output)
     outputs = [_output_path(outdir, f) for f in files]
     if len(set(outputs)) != len(outputs):
@@ -331,7 +405,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise CLIError(f"--n-tiles needs one number per axis of '{f}' ({axes}: {img.ndim}), "
                            f"got {len(args.n_tiles)}")
         try:
-            pred = model.predict(img, axes, n_tiles=args.n_tiles, tta=args.tta)
+            pred = model.predict(img, axes, n_tiles=args.n_tiles, tta=args.tta, **extra)
         except ValueError as e:
             raise CLIError(f"'{f}': {e}") from None
         tifffile.imwrite(out, pred.astype(np.float32, copy=False), metadata={"axes": axes})
@@ -520,6 +594,365 @@ def cmd_analyze_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- noise models and PN2V
+
+#: Samples per pixel of PN2V models trained from the command line (the paper's value; fewer train faster on a CPU).
+DEFAULT_PN2V_SAMPLES = 800
+NOISE_MODEL_KINDS = ("gmm", "histogram")
+#: Default histogram bins (``noise_models.DEFAULT_BINS``; repeated so that building the parser imports no Keras).
+HISTOGRAM_BINS = 100
+_KIND_NAMES = {"gmm": "Gaussian mixture noise model", "histogram": "histogram noise model"}
+#: At most this many (signal, observation) pairs are drawn for the empirical histograms of a noise-model plot.
+PLOT_PAIRS = 2_000_000
+#: The CLI warns when less than this fraction of an image to denoise lies inside a noise model's signal range. The
+#: image is smoothed with a 3x3 mean first (a rough signal estimate): raw noisy values spread beyond the range of
+#: the signal by the noise itself.
+MIN_COVERAGE = 0.95
+
+
+def _warn(command: str, message) -> None:
+    print(f"{PROG} {command}: warning: {message}", file=sys.stderr)
+
+
+def load_noise_model_file(path: str):
+    """Load a noise model file: ``.npz`` of a GMM or histogram (n2v_tf, ppn2v, CAREamics) or a pn2v ``.npy``."""
+    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"noise model '{p}' does not exist (no such file)")
+    try:
+        obj = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise CLIError(f"cannot read noise model '{p}': {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                       ) from None
+    if isinstance(obj, np.ndarray):
+        cls = HistogramNoiseModel                          # pn2v's createHistogram array (3, B, B)
+    else:
+        keys = set(obj.files)
+        obj.close()
+        cls = (GaussianMixtureNoiseModel if "trained_weight" in keys else
+               HistogramNoiseModel if "histogram" in keys else None)
+        if cls is None:
+            raise CLIError(f"'{p}' is not a noise model file: it holds {sorted(keys)}, expected those written by "
+                           f"'{PROG} noise-model' (GMM: trained_weight, ...; histogram: histogram, ...)")
+    try:
+        return cls.load(str(p))
+    except (ValueError, OSError, KeyError) as e:
+        raise CLIError(f"cannot load noise model '{p}': {e}") from None
+
+
+def read_calibration_stack(path: Path, axis: int) -> np.ndarray:
+    """Read a calibration stack (noisy frames of a static sample along ``axis``) and check it."""
+    from .data import read_image
+    if path.is_dir():
+        raise CLIError(f"--calibration '{path}' is a folder: give one stack file (e.g. a multi-page TIFF of frames)")
+    if not path.is_file():
+        raise CLIError(f"calibration stack '{path}' does not exist (no such file)")
+    try:
+        stack = read_image(str(path))
+    except (ValueError, OSError) as e:
+        raise CLIError(f"cannot read '{path}' as an image: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                       ) from None
+    if not np.issubdtype(stack.dtype, np.number) or stack.dtype == np.bool_:
+        raise CLIError(f"'{path}': unsupported pixel type {stack.dtype}")
+    if stack.ndim < 3:
+        raise CLIError(f"'{path}' is a single image of shape {stack.shape}, not a stack: a calibration stack holds "
+                       "several noisy frames of a static sample, e.g. shape (frames, Y, X)")
+    if not -stack.ndim <= axis < stack.ndim:
+        raise CLIError(f"--axis {axis} does not exist in '{path}' (shape {stack.shape}, axes 0 to {stack.ndim - 1})")
+    n = stack.shape[axis]
+    if n < 2:
+        raise CLIError(f"'{path}' holds {n} frame along --axis {axis} (shape {stack.shape}): a calibration stack needs "
+                       "at least 2 noisy frames of the static sample (their mean is the signal; 20 or more are better)")
+    bad = int(np.size(stack) - np.count_nonzero(np.isfinite(stack)))
+    if bad:
+        raise CLIError(f"'{path}' contains {bad} NaN or infinite value(s): a calibration stack must be finite")
+    return stack
+
+
+def _fit_noise_model(kind: str, fit, command: str):
+    """Run ``fit()``: a ValueError (e.g. a diverging GMM fit) becomes a CLIError, warnings one-line notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = fit()
+        except ValueError as e:
+            raise CLIError(f"fitting the {_KIND_NAMES[kind]} failed: {e}") from None
+    for w in caught:
+        if issubclass(w.category, (UserWarning, RuntimeWarning)):
+            _warn(command, w.message)
+    return model
+
+
+def describe_noise_model(nm) -> list[str]:
+    """A few lines about a noise model: kind, signal range, noise std at three signals, the linear variance law."""
+    from .noise_models import GaussianMixtureNoiseModel
+    lo, hi = nm.signal_range
+    if isinstance(nm, GaussianMixtureNoiseModel):
+        degree = {1: "constant", 2: "linear", 3: "quadratic"}.get(nm.n_coeff, f"degree-{nm.n_coeff - 1}")
+        line = f"Gaussian mixture noise model: {nm.n_gaussian} Gaussian(s), {degree} in the signal"
+        if nm.history is not None and len(nm.history):
+            tail = nm.history[-max(1, len(nm.history) // 20):]
+            line += f"; final fit loss {float(np.mean(tail)):.4g} (mean negative log-likelihood)"
+    else:
+        line = f"Histogram noise model: {nm.bins} x {nm.bins} bins of width {nm.bin_width:.4g}"
+        if len(nm.filled_rows):
+            line += f"; {len(nm.filled_rows)} empty signal bin(s) filled with Gaussians"
+    lines = [line, f"Signal range [{lo:.6g}, {hi:.6g}]"]
+    s3 = lo + (hi - lo) * np.array([0.1, 0.5, 0.9])
+    _, v3 = nm.mean_and_variance(s3)
+    lines.append("Noise std at signal " + ", ".join(f"{s:.4g}: {np.sqrt(v):.4g}" for s, v in zip(s3, v3)))
+    grid = np.linspace(lo + 0.1 * (hi - lo), lo + 0.9 * (hi - lo), 41)
+    _, var = nm.mean_and_variance(grid)
+    slope, offset = np.polyfit(grid, var, 1)
+    line_var = slope * grid + offset
+    dev = float(np.max(np.abs(var - line_var) / np.maximum(np.abs(line_var), 1e-12)))
+    lines.append(f"Variance law (line fitted over 10-90 % of the range): Var[x|s] ~ {slope:.4g} * s "
+                 f"{'+' if offset >= 0 else '-'} {abs(offset):.4g} (largest deviation from the line {dev:.1%}; "
+                 "Poisson-Gaussian noise: gain * s + read_noise^2)")
+    return lines
+
+
+def _rough_signal(img: np.ndarray, channel_last: bool) -> np.ndarray:
+    """A 3x3 mean over the last two spatial axes (Y, X): a rough estimate of the signal of a noisy image."""
+    from scipy.ndimage import uniform_filter
+    img = np.asarray(img, np.float64)
+    spatial = img.ndim - (1 if channel_last else 0)
+    if spatial < 2:
+        return img
+    size = (1,) * (spatial - 2) + (3, 3) + ((1,) if channel_last else ())
+    return uniform_filter(img, size=size, mode="nearest")
+
+
+def _coverage_line(nm, data: Sequence[np.ndarray], what: str, command: str, warn: bool) -> None:
+    """Print the fraction of ``data`` in the signal range of ``nm``; warn (``warn``) below MIN_COVERAGE."""
+    frac = nm.coverage(np.concatenate([np.ravel(d) for d in data]))
+    lo, hi = nm.signal_range
+    print(f"The signal range covers {frac:.1%} of {what}.")
+    if warn and frac < MIN_COVERAGE:
+        _warn(command, f"only {frac:.1%} of {what} lie in the noise model's signal range [{lo:.4g}, {hi:.4g}]: "
+                       "outside it the GMM extrapolates and the histogram takes its edge bins; fit the noise model on "
+                       "data that spans the intensities of the images to denoise")
+
+
+def _print_coverage(nm, images: Sequence[np.ndarray], what: str, command: str, channel_last: bool = True) -> None:
+    """Coverage of noisy images, judged on their 3x3-smoothed values (see MIN_COVERAGE)."""
+    _coverage_line(nm, [_rough_signal(im, channel_last) for im in images], f"{what} (3x3-smoothed)", command,
+                   warn=True)
+
+
+def _plot_noise_model(nm, png: Path, signal: np.ndarray, observation: np.ndarray, title: str, explicit: bool,
+                      command: str) -> bool:
+    """Save ``nm.plot`` with the empirical histograms of (a random subset of) the pairs; False without matplotlib."""
+    signal, observation = np.ravel(signal), np.ravel(observation)
+    if signal.size > PLOT_PAIRS:
+        idx = np.random.default_rng(0).integers(0, signal.size, PLOT_PAIRS)
+        signal, observation = signal[idx], observation[idx]
+    try:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        nm.plot(str(png), signal=signal, observation=observation, title=title)
+    except ImportError:
+        if explicit:
+            raise CLIError("--png needs matplotlib: pip install matplotlib") from None
+        print(f"{PROG} {command}: note: matplotlib is not installed, no plot written (pip install matplotlib)",
+              file=sys.stderr)
+        return False
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot write '{png}': {e}") from None
+    print(f"Wrote the noise-model plot '{png}'.")
+    return True
+
+
+def _save_noise_model_file(nm, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nm.save(str(path))
+    except OSError as e:
+        raise CLIError(f"cannot write '{path}': {e}") from None
+
+
+def _fit_kwargs(args: argparse.Namespace, kind: str, steps: int) -> dict:
+    if kind == "gmm":
+        return dict(n_gaussian=args.n_gaussian, n_coeff=args.n_coeff, steps=steps, batch_size=args.fit_batch_size,
+                    seed=args.seed if args.seed is not None else 0)
+    return dict(bins=args.bins)
+
+
+def _check_fit_args(args: argparse.Namespace, steps_flag: str) -> None:
+    for flag, low in (("bins", 2), ("n_gaussian", 1), ("n_coeff", 1), (steps_flag, 1), ("fit_batch_size", 1)):
+        if getattr(args, flag) < low:
+            raise CLIError(f"--{flag.replace('_', '-')} must be >= {low}, got {getattr(args, flag)}")
+
+
+def cmd_noise_model(args: argparse.Namespace) -> int:
+    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel, _calibration_pairs
+    _check_fit_args(args, "steps")
+    if args.png and args.no_png:
+        raise CLIError("--png and --no-png exclude each other")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    kinds = NOISE_MODEL_KINDS if args.kind == "both" else (args.kind,)
+    out = Path(args.output)
+    if out.suffix.lower() != ".npz":
+        out = out.with_name(out.name + ".npz")
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    if len(kinds) > 1:
+        outputs = {k: out.with_name(f"{out.stem}_{k}{out.suffix}") for k in kinds}
+        pngs = {k: png.with_name(f"{png.stem}_{k}{png.suffix}") for k in kinds}
+    else:
+        outputs, pngs = {kinds[0]: out}, {kinds[0]: png}
+    src = Path(args.calibration)
+    stack = read_calibration_stack(src, args.axis)
+    check = [(f, _read_values(f)) for f in collect_files(args.check)] if args.check else []
+    n = stack.shape[args.axis]
+    frame = tuple(s for i, s in enumerate(stack.shape) if i != args.axis % stack.ndim)
+    try:
+        signal, observation = _calibration_pairs(stack, args.axis, correct_variance=True)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    print(f"Calibration stack '{src}': {n} frames of shape {frame} along axis {args.axis}; the signal is their mean "
+          f"({signal.size} signal/observation pairs, signals {signal.min():.6g} to {signal.max():.6g})")
+    if n < 10:
+        _warn(args.command, f"only {n} frames: their mean is a noisy estimate of the signal; 20 or more frames give a "
+                            "better noise model")
+    for kind in kinds:
+        t0 = time.perf_counter()
+        cls = GaussianMixtureNoiseModel if kind == "gmm" else HistogramNoiseModel
+        kw = _fit_kwargs(args, kind, args.steps)
+        nm = _fit_noise_model(kind, lambda: cls.fit(signal, observation, **kw), args.command)  # noqa: B023
+        print(f"\nFitted in {time.perf_counter() - t0:.1f} s.")
+        for line in describe_noise_model(nm):
+            print(line)
+        for f, img in check:
+            _print_coverage(nm, [img], f"'{f}'", args.command, channel_last=False)
+        _save_noise_model_file(nm, outputs[kind])
+        print(f"Wrote '{outputs[kind]}'.")
+        if not args.no_png:
+            _plot_noise_model(nm, pngs[kind], signal, observation, f"{_KIND_NAMES[kind]}: {src.name}",
+                              bool(args.png), args.command)
+    if not check:
+        print("\nCheck that the noise model covers the images to denoise: add --check IMAGES (the fraction of their "
+              "values inside the signal range; outside it the GMM extrapolates and the histogram takes its edge bins).")
+    first = outputs[kinds[0]]
+    print(f"Train PN2V with it: {PROG} train IMAGES --noise-model {first} --model-dir DIR --name NAME")
+    return 0
+
+
+def _read_values(path: Path) -> np.ndarray:
+    """The pixel values of an image file (any axes), checked to be numeric and finite (for --check)."""
+    from .data import read_image
+    try:
+        img = read_image(str(path))
+    except (ValueError, OSError) as e:
+        raise CLIError(f"cannot read '{path}' as an image: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                       ) from None
+    if not np.issubdtype(img.dtype, np.number) or img.dtype == np.bool_:
+        raise CLIError(f"'{path}': unsupported pixel type {img.dtype}")
+    if not np.isfinite(img).all():
+        raise CLIError(f"'{path}' contains NaN or infinite values")
+    return img
+
+
+class _CachingPredictor:
+    """Passes ``predict`` on to an N2V model and keeps the predictions (so the bootstrap plot needs no second pass)."""
+
+    def __init__(self, model):
+        self.model, self.config, self.predictions = model, model.config, []
+
+    def predict(self, img, axes, **kwargs):
+        pred = self.model.predict(img, axes, **kwargs)
+        self.predictions.append(pred)
+        return pred
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from .noise_models import bootstrap_noise_model
+    axes = parse_axes(args.axes)
+    _check_training_args(args, ("n2v_epochs", "n2v_steps", "pn2v_samples"))
+    _check_fit_args(args, "gmm_steps")
+    if args.pn2v_samples < 2:
+        raise CLIError(f"--pn2v-samples must be >= 2, got {args.pn2v_samples}")
+    if not 0 <= args.clip_percent < 50:
+        raise CLIError(f"--clip-percent must be in [0, 50), got {args.clip_percent}")
+    n2v_name = args.n2v_name or f"{args.name}_n2v"
+    if n2v_name == args.name:
+        raise CLIError(f"--n2v-name must differ from --name ({args.name!r}): the N2V and PN2V models need two folders")
+    model_dir = Path(args.model_dir)
+    folder, n2v_folder = model_dir / args.name, model_dir / n2v_name
+    if (folder / "config.json").exists() and not args.overwrite:
+        raise CLIError(f"model folder '{folder}' already exists: choose another --name or pass --overwrite")
+    n2v_model = None
+    if args.reuse_n2v:
+        n2v_model = load_model(args.model_dir, n2v_name)
+        if n2v_model.config.probabilistic:
+            raise CLIError(f"--reuse-n2v: '{n2v_folder}' is a PN2V model; bootstrapping needs a plain N2V model")
+    elif (n2v_folder / "config.json").exists() and not args.overwrite:
+        raise CLIError(f"model folder '{n2v_folder}' (the N2V stage) already exists: pass --reuse-n2v to bootstrap "
+                       "from it, --overwrite to retrain it, or choose another --n2v-name")
+    files, images, patch, train, val, split = _training_data(args, axes)
+    _check_single_channel(images, axes, "PN2V (bootstrap)")
+    n_dim = len(patch)
+    if n2v_model is not None and n2v_model.config.n_dim != n_dim:
+        raise CLIError(f"--reuse-n2v: '{n2v_folder}' is a {n2v_model.config.n_dim}D model, but the images are "
+                       f"{n_dim}D (--axes {axes})")
+    n2v_epochs = args.n2v_epochs or args.epochs
+    n2v_steps = args.n2v_steps or args.steps
+    n2v_config = None if n2v_model is not None else _config_from_args(args, train, patch, n2v_epochs, n2v_steps)
+    pn2v_config = _config_from_args(args, train, patch, probabilistic=True, pn2v_samples=args.pn2v_samples)
+    print(f"{len(files)} file(s), {len(images)} image(s) with axes {axes}; {split}")
+    print(f"Fully unsupervised PN2V: 1. train {args.preset.upper()}, 2. fit a {_KIND_NAMES[args.kind]} to (N2V "
+          f"prediction, noisy) pairs, 3. train PN2V ({args.pn2v_samples} samples per pixel)")
+    print(f"Networks: {n_dim}D patches {patch}, batch {args.batch_size}, U-Net depth {args.depth}, kernel "
+          f"{args.kernel_size}, n_first {args.n_first}")
+
+    # 1. N2V
+    if n2v_model is None:
+        print(f"\n[1/3] Training {args.preset.upper()}: {n2v_epochs} epoch(s) x {n2v_steps} step(s) -> '{n2v_folder}'")
+        n2v_model, history, seconds = _train_model(train, val, n2v_config, model_dir, n2v_name, args.overwrite,
+                                                   args.verbose, args.seed)
+        val_loss = history.history.get("val_loss", [float("nan")])
+        print(f"Training took {seconds:.0f} s (best val_loss {np.nanmin(val_loss):.4g}).")
+    else:
+        print(f"\n[1/3] Reusing the trained N2V model '{n2v_folder}'.")
+
+    # 2. noise model from (prediction, noisy) pairs
+    print(f"\n[2/3] Predicting with N2V and fitting the {_KIND_NAMES[args.kind]} (the lowest and highest "
+          f"{args.clip_percent:g} % of the predicted values are dropped)")
+    spatial = "ZYX" if n_dim == 3 else "YX"
+    noisy = [im for _, im in images]
+    predictor = _CachingPredictor(n2v_model)
+    t0 = time.perf_counter()
+    noise_model = _fit_noise_model(args.kind, lambda: bootstrap_noise_model(
+        predictor, noisy, spatial + "C", kind=args.kind, clip_percent=args.clip_percent,
+        **_fit_kwargs(args, args.kind, args.gmm_steps)), args.command)
+    print(f"Predicted and fitted in {time.perf_counter() - t0:.1f} s.")
+    for line in describe_noise_model(noise_model):
+        print(line)
+    pseudo = np.concatenate([p.ravel() for p in predictor.predictions])
+    observed = np.concatenate([im.ravel() for im in noisy])
+    _coverage_line(noise_model, [pseudo], "the N2V prediction (pseudo ground truth)", args.command, warn=False)
+
+    # 3. PN2V
+    print(f"\n[3/3] Training PN2V: {args.epochs} epoch(s) x {args.steps} step(s) -> '{folder}'")
+    import keras
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    model = _create_model(pn2v_config, model_dir, args.name, args.overwrite, noise_model)
+    kind_file = folder / f"noise_model_{args.kind}.npz"
+    print(f"Saved the noise model as '{kind_file}'.")
+    if not args.no_png:
+        _plot_noise_model(noise_model, folder / "noise_model.png", pseudo, observed,
+                          f"bootstrapped {_KIND_NAMES[args.kind]} ({n2v_name} prediction vs noisy)", False,
+                          args.command)
+    model, history, seconds = _train_model(train, val, pn2v_config, model_dir, args.name, args.overwrite,
+                                           args.verbose, args.seed, model=model)
+    val_loss = history.history.get("val_loss", [float("nan")])
+    print(f"Training took {seconds:.0f} s (best val_loss {np.nanmin(val_loss):.4g}). PN2V model saved in '{folder}'.")
+    print(f"Denoise (MMSE estimate) with: {PROG} predict IMAGES --model-dir {args.model_dir} --name {args.name} "
+          f"--axes {axes} --output OUTDIR")
+    return 0
+
+
 # --------------------------------------------------------------------------- argument parsing
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -531,26 +964,14 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``n2v-tf`` (subcommands train, predict, demo, analyze-noise)."""
-    from . import __version__
-    from .analysis import DEFAULT_MIN_CORRELATION, DEFAULT_THRESHOLD
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Noise2Void / N2V2 self-supervised denoising (TensorFlow / Keras 3).",
-        epilog=f"Run '{PROG} COMMAND --help' for the options of a command.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fmt = _HelpFormatter
-
-    t = sub.add_parser("train", formatter_class=fmt, help="train a model on noisy images",
-                       description="Train an N2V or N2V2 model on noisy images (no clean data needed). Images of "
-                                   "different sizes are fine: random patches are cropped on the fly.")
+def _add_training_args(t: argparse.ArgumentParser, preset: str) -> None:
+    """Options shared by ``train`` and ``bootstrap``."""
     t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF/PNG files or folders (all *.tif, *.tiff, *.png)")
     t.add_argument("--axes", default="YX", help="axes of the images, e.g. YX, YXC, ZYX, SYX/TYX (S/T: stack of 2D "
                                                 "images, split into separate images)")
     t.add_argument("--model-dir", required=True, help="folder that holds the model folder")
     t.add_argument("--name", required=True, help="model name (folder DIR/NAME)")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="n2v2",
+    t.add_argument("--preset", choices=sorted(PRESETS), default=preset,
                    help="n2v: classic N2V (uniform_withCP replacement); n2v2: blur-pool, no top skip connection, "
                         "median replacement")
     t.add_argument("--epochs", type=int, default=100, help="training epochs")
@@ -573,6 +994,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structN2V mask: AXIS:SPAN (e.g. X:9) or the literal printed by 'n2v-tf analyze-noise'")
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+
+
+def _add_fit_args(parser: argparse.ArgumentParser, steps_flag: str) -> None:
+    """Noise-model fit options shared by ``noise-model`` and ``bootstrap``."""
+    parser.add_argument("--bins", type=int, default=HISTOGRAM_BINS, help="histogram: bins per axis (signal and "
+                                                                       "observation)")
+    parser.add_argument("--n-gaussian", type=int, default=3, help="GMM: Gaussian components")
+    parser.add_argument("--n-coeff", type=int, default=2,
+                        help="GMM: coefficients of the polynomials of the signal (2: linear, as shot noise)")
+    parser.add_argument(steps_flag, type=int, default=1000, dest=steps_flag.lstrip("-").replace("-", "_"),
+                        help="GMM: Adam steps of the maximum-likelihood fit")
+    parser.add_argument("--fit-batch-size", type=int, default=25_000, help="GMM: pairs per Adam step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``n2v-tf`` (subcommands train, predict, demo, analyze-noise, noise-model, bootstrap)."""
+    from . import __version__
+    from .analysis import DEFAULT_MIN_CORRELATION, DEFAULT_THRESHOLD
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Noise2Void / N2V2 self-supervised denoising (TensorFlow / Keras 3).",
+        epilog=f"Run '{PROG} COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    fmt = _HelpFormatter
+
+    t = sub.add_parser("train", formatter_class=fmt, help="train a model on noisy images",
+                       description="Train an N2V or N2V2 model on noisy images (no clean data needed). Images of "
+                                   "different sizes are fine: random patches are cropped on the fly. With "
+                                   "--noise-model, train a Probabilistic N2V (PN2V) model with that noise model.")
+    _add_training_args(t, "n2v2")
+    t.add_argument("--noise-model", default=None, metavar="NM.npz",
+                   help=f"train PN2V with this noise model (written by '{PROG} noise-model', or a GMM/histogram "
+                        "file of n2v_tf, ppn2v or CAREamics)")
+    t.add_argument("--pn2v-samples", type=int, default=None, metavar="K",
+                   help=f"with --noise-model: signal samples per pixel (default {DEFAULT_PN2V_SAMPLES}, as in the "
+                        "PN2V paper; 64-200 train much faster on a CPU)")
     t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", formatter_class=fmt, help="denoise images with a trained model",
@@ -587,6 +1044,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-tiles", type=int, nargs="+", metavar="N", default=None,
                    help="tiles per image axis (one number per letter of --axes, 1 for C/S/T), for large images")
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (test-time augmentation)")
+    p.add_argument("--pn2v-output", choices=("mmse", "prior_mean"), default=None,
+                   help="PN2V models: the MMSE estimate (default; uses the noise model saved with the model) or the "
+                        "mean of the predicted signal samples")
     p.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", formatter_class=fmt, help="train N2V2 on the shipped demo image and report PSNR",
@@ -625,6 +1085,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocorrelation plot (default: <INPUT stem>_acf.png in the current folder)")
     a.add_argument("--no-png", action="store_true", help="do not write the plot")
     a.set_defaults(func=cmd_analyze_noise)
+
+    n = sub.add_parser("noise-model", formatter_class=fmt, help="fit a PN2V noise model to a calibration stack",
+                       description="Fit a noise model p(x|s) for Probabilistic N2V to a calibration stack: noisy "
+                                   "frames of a static sample, whose mean is taken as the signal. Writes the model "
+                                   "(.npz) and a plot of p(x|s) with the data's histograms, and prints a summary "
+                                   "(signal range, noise std, variance law, coverage).")
+    n.add_argument("--calibration", required=True, metavar="STACK.tif",
+                   help="the calibration stack (e.g. a multi-page TIFF of shape (frames, Y, X))")
+    n.add_argument("--axis", type=int, default=0, help="axis of the frames in the stack")
+    n.add_argument("--kind", choices=NOISE_MODEL_KINDS + ("both",), default="gmm",
+                   help="gmm: Gaussian mixture with signal-dependent parameters (PPN2V); histogram: 2D histogram "
+                        "(PN2V); both: two files, OUTPUT with the suffixes _gmm and _histogram")
+    n.add_argument("--output", required=True, metavar="NM.npz", help="noise model file (.npz)")
+    n.add_argument("--png", default=None, metavar="NM.png", help="plot of the noise model (default: OUTPUT with .png)")
+    n.add_argument("--no-png", action="store_true", help="do not write the plot")
+    n.add_argument("--check", nargs="+", default=None, metavar="IMAGE",
+                   help="images to denoise: report the fraction of their values inside the model's signal range")
+    _add_fit_args(n, "--steps")
+    n.add_argument("--seed", type=int, default=0, help="GMM: seed of the initial jitter and the batches (default 0)")
+    n.set_defaults(func=cmd_noise_model)
+
+    b = sub.add_parser("bootstrap", formatter_class=fmt,
+                       help="fully unsupervised PN2V: train N2V, bootstrap a noise model, train PN2V",
+                       description="Fully unsupervised Probabilistic N2V (Prakash et al., ISBI 2020): train N2V on "
+                                   "the noisy images (model DIR/N2V_NAME), predict them, fit a noise model to the "
+                                   "(prediction, noisy) pairs (the lowest and highest --clip-percent of the "
+                                   "predictions dropped), then train PN2V with it (model DIR/NAME, which also holds "
+                                   "the noise model file and its plot noise_model.png). Denoise with "
+                                   f"'{PROG} predict --name NAME' (MMSE estimate).")
+    _add_training_args(b, "n2v")
+    b.add_argument("--n2v-name", default=None, help="name of the N2V model of the first stage (default NAME_n2v)")
+    b.add_argument("--reuse-n2v", action="store_true",
+                   help="bootstrap from the already trained N2V model DIR/N2V_NAME instead of training it")
+    b.add_argument("--n2v-epochs", type=int, default=None, help="epochs of the N2V stage (default --epochs)")
+    b.add_argument("--n2v-steps", type=int, default=None, help="steps per epoch of the N2V stage (default --steps)")
+    b.add_argument("--kind", choices=NOISE_MODEL_KINDS, default="gmm", help="noise model")
+    b.add_argument("--pn2v-samples", type=int, default=DEFAULT_PN2V_SAMPLES, metavar="K",
+                   help="signal samples per pixel of PN2V (the paper's 800; 64-200 train much faster on a CPU)")
+    b.add_argument("--clip-percent", type=float, default=0.5,
+                   help="drop the pairs whose N2V prediction lies in the lowest or highest CLIP_PERCENT %%")
+    _add_fit_args(b, "--gmm-steps")
+    b.add_argument("--no-png", action="store_true", help="do not plot the noise model")
+    b.set_defaults(func=cmd_bootstrap)
     return parser
 
 

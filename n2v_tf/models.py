@@ -22,7 +22,7 @@ from csbdeep.utils import axes_check_and_normalize, load_json
 from .config import N2VConfig
 from .data import N2VSequence, as_image_list, validation_data
 from .losses import LOSSES, PN2VLoss, pn2v_mmse
-from .masking import tta_backward, tta_forward
+from .masking import box_size, tta_backward, tta_forward
 from .nets import build_unet, load_weights_h5, receptive_field_radius
 
 __all__ = ["N2V"]
@@ -183,7 +183,8 @@ class N2V(CARE):
             if self.noise_model is None:
                 raise ValueError("a PN2V model (config.probabilistic=True) needs a noise model: "
                                  "N2V(config, name, basedir, noise_model=...)")
-            loss = PN2VLoss(self.noise_model, float(self.config.means[0]), float(self.config.stds[0]))
+            box = box_size(float(self.config.n2v_perc_pix), self.config.n_dim)
+            loss = PN2VLoss(self.noise_model, float(self.config.means[0]), float(self.config.stds[0]), box=box)
         else:
             loss = LOSSES[self.config.train_loss]
         self.keras_model.compile(optimizer=optimizer, loss=loss, metrics=[LOSSES[m] for m in metrics])

@@ -337,3 +337,252 @@ def test_train_with_struct_mask(tiny_tif, tmp_path):
             "--preset", "n2v", "--seed", "0", "--struct-mask", "X:5"] + TINY
     assert main(args) == 0
     assert '"structN2Vmask": [[1, 1, 1, 1, 1]]' in (models / "st" / "config.json").read_text()
+
+
+# --------------------------------------------------------------------------- PN2V: noise-model, bootstrap, train --noise-model
+
+GAIN, READ_SIGMA = 1.0, 1.0          # Poisson-Gaussian noise of the synthetic data: Var[x|s] = GAIN * s + READ_SIGMA**2
+
+
+def smooth_photons(shape, peak=30.0, low=2.0):
+    """A smooth clean image in photons, ``low`` to ``peak``."""
+    grids = np.meshgrid(*[np.linspace(0, 3, s) for s in shape], indexing="ij")
+    return low + (peak - low) * np.prod([np.sin(g) ** 2 for g in grids], axis=0)
+
+
+def poisson_gaussian(clean, rng):
+    return (GAIN * rng.poisson(clean / GAIN) + rng.normal(0, READ_SIGMA, clean.shape)).astype(np.float32)
+
+
+@pytest.fixture
+def calibration_tif(tmp_path):
+    """8 noisy frames (Poisson + Gaussian read noise) of a static smooth sample."""
+    rng = np.random.default_rng(5)
+    clean = smooth_photons((48, 48))
+    path = tmp_path / "calib.tif"
+    tifffile.imwrite(path, np.stack([poisson_gaussian(clean, rng) for _ in range(8)]), photometric="minisblack")
+    return path
+
+
+def test_noise_model_gmm_from_calibration_stack(calibration_tif, tmp_path, capsys):
+    from n2v_tf import GaussianMixtureNoiseModel
+    out = tmp_path / "nm" / "calib_gmm.npz"
+    rc = main(["noise-model", "--calibration", str(calibration_tif), "--output", str(out), "--steps", "300",
+               "--fit-batch-size", "4096"])
+    assert rc == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "8 frames" in captured.out and "Signal range" in captured.out and "Variance law" in captured.out
+    assert "--check" in captured.out                                        # the coverage note
+    assert "only 8 frames" in captured.err and "Traceback" not in captured.err
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nm = GaussianMixtureNoiseModel.load(out)
+    s = np.linspace(8, 24, 5)                                               # inside the sample's signal range
+    _, var = nm.mean_and_variance(s)
+    np.testing.assert_allclose(var, GAIN * s + READ_SIGMA ** 2, rtol=0.35)  # 8 frames: a rough but right law
+
+
+def test_noise_model_both_kinds_png_and_check(calibration_tif, tmp_path, capsys):
+    from n2v_tf import GaussianMixtureNoiseModel, HistogramNoiseModel
+    img = tmp_path / "to_denoise.tif"
+    tifffile.imwrite(img, poisson_gaussian(smooth_photons((40, 40)), np.random.default_rng(1)))
+    far = tmp_path / "far.tif"                                              # far brighter than the calibration
+    tifffile.imwrite(far, poisson_gaussian(200 + smooth_photons((40, 40)), np.random.default_rng(2)))
+    rc = main(["noise-model", "--calibration", str(calibration_tif), "--kind", "both", "--output",
+               str(tmp_path / "nm"), "--png", str(tmp_path / "plots" / "p.png"), "--steps", "20", "--bins", "32",
+               "--check", str(img), str(far)])
+    assert rc == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert isinstance(cli.load_noise_model_file(str(tmp_path / "nm_gmm.npz")), GaussianMixtureNoiseModel)
+    hist = cli.load_noise_model_file(str(tmp_path / "nm_histogram.npz"))
+    assert isinstance(hist, HistogramNoiseModel) and hist.bins == 32
+    assert (tmp_path / "plots" / "p_gmm.png").is_file() and (tmp_path / "plots" / "p_histogram.png").is_file()
+    assert "Gaussian mixture noise model" in captured.out and "Histogram noise model: 32 x 32" in captured.out
+    assert captured.out.count("to_denoise.tif") == 2 and captured.out.count("far.tif") == 2
+    assert "far.tif" in captured.err and "signal range" in captured.err      # warned: not covered
+    assert "to_denoise.tif" not in captured.err
+
+
+def test_noise_model_no_png(calibration_tif, tmp_path, capsys):
+    rc = main(["noise-model", "--calibration", str(calibration_tif), "--kind", "histogram", "--output",
+               str(tmp_path / "h.npz"), "--no-png", "--bins", "16"])
+    assert rc == 0
+    assert (tmp_path / "h.npz").is_file() and not list(tmp_path.glob("*.png"))
+
+
+def _write(path, array):
+    tifffile.imwrite(path, np.asarray(array), photometric="minisblack")
+    return path
+
+
+@pytest.mark.parametrize("case, extra, words", [
+    ("one_frame", [], ["1 frame", "at least 2"]),
+    ("single_image", [], ["not a stack"]),
+    ("nan", [], ["NaN"]),
+    ("unreadable", [], ["cannot read"]),
+    ("missing", [], ["does not exist"]),
+    ("folder", [], ["folder"]),
+    ("ok", ["--axis", "3"], ["--axis 3"]),
+    ("ok", ["--bins", "1"], ["--bins"]),
+    ("ok", ["--steps", "0"], ["--steps"]),
+    ("ok", ["--png", "x.png", "--no-png"], ["exclude"]),
+    ("ok", ["--check", "MISSING.tif"], ["does not exist"]),
+])
+def test_noise_model_errors(tmp_path, capsys, case, extra, words):
+    good = np.random.default_rng(0).normal(10, 1, (4, 16, 16)).astype(np.float32)
+    path = tmp_path / f"{case}.tif"
+    if case == "one_frame":
+        _write(path, good[:1])
+    elif case == "single_image":
+        _write(path, good[0])
+    elif case == "nan":
+        bad = good.copy()
+        bad[1, 2, 3] = np.nan
+        _write(path, bad)
+    elif case == "unreadable":
+        path.write_bytes(b"not a tiff")
+    elif case == "folder":
+        path = tmp_path
+    elif case == "ok":
+        _write(path, good)
+    extra = [str(tmp_path / e) if e == "MISSING.tif" else e for e in extra]
+    rc = main(["noise-model", "--calibration", str(path), "--output", str(tmp_path / "nm.npz")] + extra)
+    assert rc == 2
+    err = error_line(capsys)
+    assert "noise-model" in err and all(w in err for w in words), err
+    assert not (tmp_path / "nm.npz").exists()
+
+
+def test_load_noise_model_file_errors(tmp_path):
+    with pytest.raises(cli.CLIError, match="does not exist"):
+        cli.load_noise_model_file(str(tmp_path / "none.npz"))
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(cli.CLIError, match="not a noise model file"):
+        cli.load_noise_model_file(str(tmp_path / "other.npz"))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(cli.CLIError, match="cannot read"):
+        cli.load_noise_model_file(str(tmp_path / "junk.npz"))
+
+
+def test_histogram_bins_default_matches_the_library():
+    from n2v_tf.noise_models import DEFAULT_BINS
+    assert cli.HISTOGRAM_BINS == DEFAULT_BINS
+
+
+def test_help_lists_pn2v_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "noise-model" in out and "bootstrap" in out
+    assert main(["bootstrap", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(w in out for w in ("--pn2v-samples", "--kind", "--n2v-name", "--reuse-n2v", "--gmm-steps"))
+    assert main(["predict", "--help"]) == 0
+    assert "--pn2v-output" in capsys.readouterr().out
+
+
+@pytest.fixture
+def photon_tif(tmp_path):
+    path = tmp_path / "imgs" / "photons.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, poisson_gaussian(smooth_photons((64, 64)), np.random.default_rng(7)))
+    return path
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--n2v-name", "pn"], ["--n2v-name must differ"]),
+    (["--pn2v-samples", "1"], ["--pn2v-samples"]),
+    (["--clip-percent", "50"], ["--clip-percent"]),
+    (["--gmm-steps", "0"], ["--gmm-steps"]),
+    (["--reuse-n2v"], ["no model 'pn_n2v'"]),
+    (["--axes", "YXC"], ["does not fit"]),
+])
+def test_bootstrap_errors(photon_tif, tmp_path, capsys, extra, words):
+    rc = main(["bootstrap", str(photon_tif), "--model-dir", str(tmp_path / "models"), "--name", "pn"] + extra)
+    assert rc == 2
+    err = error_line(capsys)
+    assert "bootstrap" in err and all(w in err for w in words), err
+
+
+def test_bootstrap_refuses_existing_folders_and_colour(photon_tif, tmp_path, capsys):
+    models = tmp_path / "models"
+    (models / "pn_n2v").mkdir(parents=True)
+    (models / "pn_n2v" / "config.json").write_text("{}")
+    base = ["bootstrap", str(photon_tif), "--model-dir", str(models), "--name", "pn"]
+    assert main(base) == 2
+    assert "--reuse-n2v" in error_line(capsys)
+    (models / "pn").mkdir()
+    (models / "pn" / "config.json").write_text("{}")
+    assert main(base) == 2
+    err = error_line(capsys)
+    assert "already exists" in err and "--overwrite" in err and "pn_n2v" not in err
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((32, 32, 2), np.float32), photometric="minisblack", planarconfig="contig")
+    assert main(["bootstrap", str(rgb), "--axes", "YXC", "--model-dir", str(models), "--name", "new"]) == 2
+    assert "single-channel" in error_line(capsys)
+
+
+def test_train_pn2v_option_errors(photon_tif, tmp_path, capsys):
+    base = ["train", str(photon_tif), "--model-dir", str(tmp_path), "--name", "m"]
+    assert main(base + ["--pn2v-samples", "16"]) == 2
+    assert "--noise-model" in error_line(capsys)
+    assert main(base + ["--noise-model", str(tmp_path / "none.npz")]) == 2
+    assert "does not exist" in error_line(capsys)
+
+
+@pytest.mark.slow
+def test_bootstrap_end_to_end_then_predict(photon_tif, tmp_path, capsys):
+    """N2V -> bootstrapped GMM -> PN2V on a tiny image; predict writes the MMSE estimate and the prior mean."""
+    from n2v_tf import GaussianMixtureNoiseModel
+    models = tmp_path / "models"
+    args = ["bootstrap", str(photon_tif.parent), "--axes", "YX", "--model-dir", str(models), "--name", "pn",
+            "--patch", "32", "--pn2v-samples", "8", "--gmm-steps", "50", "--fit-batch-size", "4096",
+            "--seed", "0"] + TINY
+    assert main(args) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "[1/3]" in captured.out and "[3/3]" in captured.out and "PN2V model saved" in captured.out
+    assert "Gaussian mixture noise model" in captured.out and "Variance law" in captured.out
+    assert "Traceback" not in captured.err
+    folder = models / "pn"
+    assert (models / "pn_n2v" / "weights_best.h5").is_file() and (folder / "weights_best.h5").is_file()
+    assert (folder / "noise_model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nm = GaussianMixtureNoiseModel.load(folder / "noise_model_gmm.npz")
+    assert np.isfinite(nm.weight).all()
+    assert '"probabilistic": true' in (folder / "config.json").read_text()
+    assert '"pn2v_samples": 8' in (folder / "config.json").read_text()
+
+    outs = {}
+    for mode in ("mmse", "prior_mean"):
+        extra = [] if mode == "mmse" else ["--pn2v-output", "prior_mean"]
+        rc = main(["predict", str(photon_tif), "--model-dir", str(models), "--name", "pn", "--output",
+                   str(tmp_path / mode)] + extra)
+        assert rc == 0, capsys.readouterr().err
+        assert ("MMSE" if mode == "mmse" else "prior mean") in capsys.readouterr().out
+        outs[mode] = tifffile.imread(tmp_path / mode / "photons_n2v.tif")
+        assert outs[mode].shape == (64, 64) and np.isfinite(outs[mode]).all()
+    assert not np.allclose(outs["mmse"], outs["prior_mean"])
+    # --pn2v-output is for PN2V models only
+    assert main(["predict", str(photon_tif), "--model-dir", str(models), "--name", "pn_n2v", "--output",
+                 str(tmp_path / "x"), "--pn2v-output", "mmse"]) == 2
+    assert "plain N2V" in error_line(capsys)
+    # a PN2V model whose noise model file went missing: a clear error, and the prior mean still works
+    (folder / "noise_model_gmm.npz").unlink()
+    assert main(["predict", str(photon_tif), "--model-dir", str(models), "--name", "pn", "--output",
+                 str(tmp_path / "y")]) == 2
+    assert "prior_mean" in error_line(capsys)
+
+
+@pytest.mark.slow
+def test_calibration_noise_model_then_train_pn2v(calibration_tif, photon_tif, tmp_path, capsys):
+    """noise-model -> train --noise-model (PN2V) -> predict: the calibration path of the CLI."""
+    nm = tmp_path / "nm.npz"
+    assert main(["noise-model", "--calibration", str(calibration_tif), "--output", str(nm), "--steps", "30",
+                 "--fit-batch-size", "4096", "--no-png"]) == 0
+    models = tmp_path / "models"
+    assert main(["train", str(photon_tif), "--model-dir", str(models), "--name", "pn", "--noise-model", str(nm),
+                 "--pn2v-samples", "8", "--patch", "32", "--preset", "n2v"] + TINY) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "PN2V (8 samples per pixel)" in out and "3x3-smoothed" in out
+    assert (models / "pn" / "noise_model_gmm.npz").is_file()
+    assert main(["predict", str(photon_tif), "--model-dir", str(models), "--name", "pn", "--output",
+                 str(tmp_path / "den")]) == 0
+    assert np.isfinite(tifffile.imread(tmp_path / "den" / "photons_n2v.tif")).all()

@@ -39,6 +39,23 @@ def test_pn2v_loss_matches_numpy(n_dim):
     assert float(loss(np.concatenate([target, mask], -1), samples)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_pn2v_loss_at_masked_pixels_only_equals_full_loss(n_dim):
+    import tensorflow as tf
+
+    from n2v_tf.masking import box_size, mask_batch
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3,) + (16, 20, 12)[-n_dim:] + (1,)).astype(np.float32)
+    _, y_true = mask_batch(X, perc_pix=2.0, rng=0)
+    samples = rng.normal(size=X.shape[:-1] + (6,)).astype(np.float32)
+    box = box_size(2.0, n_dim)
+    full = float(pn2v_nll(y_true, samples, GaussianNoise(0.7)))
+    fast = float(pn2v_nll(y_true, samples, GaussianNoise(0.7), box=box))
+    assert fast == pytest.approx(full, rel=1e-6)
+    compiled = tf.function(lambda a, b: pn2v_nll(a, b, GaussianNoise(0.7), box=box), jit_compile=True)
+    assert float(compiled(y_true, samples)) == pytest.approx(full, rel=1e-5)
+
+
 def test_pn2v_loss_is_stable_for_far_samples():
     # likelihoods underflow to 0 in float32; logsumexp keeps the loss finite
     target = np.zeros((1, 4, 4, 1), np.float32)
