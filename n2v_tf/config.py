@@ -91,7 +91,7 @@ class N2VConfig(argparse.Namespace):
     unet_input_shape : tuple
         ``(None,) * n_dim + (n_channel_in,)``.
     train_loss : {'mse', 'mae'}
-        Masked loss (default ``'mse'``).
+        Masked loss (default ``'mae'``, as in n2v 0.3.3).
     train_epochs, train_steps_per_epoch : int
         Defaults 100 and 400.
     train_learning_rate : float
@@ -158,7 +158,7 @@ class N2VConfig(argparse.Namespace):
         self.unet_n_first = 32
         self.unet_last_activation = "linear"
         self.unet_input_shape = (None,) * n_dim + (self.n_channel_in,)
-        self.train_loss = "mse"
+        self.train_loss = "mae"
         self.train_epochs = 100
         self.train_steps_per_epoch = 400
         self.train_learning_rate = 0.0004

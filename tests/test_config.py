@@ -15,6 +15,7 @@ def test_defaults_follow_n2v(n_dim):
     assert c.unet_kern_size == (5 if n_dim == 2 else 3)
     assert (c.unet_n_depth, c.unet_n_first, c.train_batch_size, c.train_epochs) == (2, 32, 16, 100)
     assert c.n2v_manipulator == "uniform_withCP" and c.n2v_neighborhood_radius == 5
+    assert c.train_loss == "mae" and c.n2v_perc_pix == 1.5 and c.train_learning_rate == 0.0004
     assert c.train_checkpoint == "weights_best.h5"
     assert c.blurpool is False and c.skip_skipone is False and c.structN2Vmask is None
     assert abs(float(c.means[0]) - X.mean()) < 1e-4 and abs(float(c.stds[0]) - X.std()) < 1e-4
