@@ -24,6 +24,7 @@ _LAZY = {
     "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
     "HistogramNoiseModel": "noise_models", "GaussianMixtureNoiseModel": "noise_models",
     "bootstrap_noise_model": "noise_models",
+    "export_bioimageio": "export", "import_bioimageio": "export", "validate_bioimageio": "export",
 }
 
 
@@ -52,4 +53,5 @@ __all__ = [
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
     "autocorrelation", "psnr", "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
     "HistogramNoiseModel", "GaussianMixtureNoiseModel", "bootstrap_noise_model",
+    "export_bioimageio", "import_bioimageio", "validate_bioimageio",
 ]

@@ -1008,7 +1008,29 @@ def _add_fit_args(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     parser.add_argument("--fit-batch-size", type=int, default=25_000, help="GMM: pairs per Adam step")
 
 
+def cmd_export(args) -> int:
+    from .export import BioImageIOValidationError, export_bioimageio
+    folder = Path(args.model_dir)
+    model = load_model(str(folder.parent), folder.name)
+    axes = parse_axes(args.axes) if args.axes else ("ZYX" if model.config.n_dim == 3 else "YX")
+    img = read_checked(Path(args.test_img), axes)
+    t0 = time.perf_counter()
+    try:
+        out = export_bioimageio(model, args.output, test_img=img, axes=axes, name=args.name,
+                                description=args.description, authors=args.authors, license=args.license,
+                                tags=args.tags, overwrite=args.overwrite, weight_formats=args.formats,
+                                validate=not args.no_validate)
+    except FileExistsError as e:
+        raise CLIError(f"{e}".replace("overwrite=True", "--overwrite")) from None
+    except (ValueError, TypeError, OSError, ImportError, NotImplementedError, BioImageIOValidationError) as e:
+        raise CLIError(str(e)) from None
+    checked = "" if args.no_validate else f"; bioimageio.core test passed for {', '.join(args.formats)}"
+    print(f"Wrote '{out}' ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s{checked}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .export import WEIGHT_FORMATS  # stdlib + NumPy only
     """The argument parser of ``n2v-tf`` (subcommands train, predict, demo, analyze-noise, noise-model, bootstrap)."""
     from . import __version__
     from .analysis import DEFAULT_MIN_CORRELATION, DEFAULT_THRESHOLD
@@ -1128,6 +1150,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_args(b, "--gmm-steps")
     b.add_argument("--no-png", action="store_true", help="do not plot the noise model")
     b.set_defaults(func=cmd_bootstrap)
+
+    e = sub.add_parser("export", formatter_class=fmt, help="export a trained model as a BioImage.IO package (.zip)",
+                       description="Write a BioImage.IO model package (spec 0.5: Keras, TensorFlow SavedModel and "
+                                   "ONNX weights) and check it with bioimageio.core's model test. Needs "
+                                   "pip install \"n2v_tf[bioimageio]\".")
+    e.add_argument("model_dir", metavar="MODEL_DIR", help="the model folder (DIR/NAME)")
+    e.add_argument("output", metavar="OUT.zip", help="the package to write")
+    e.add_argument("--test-img", required=True, metavar="IMAGE", help="a raw image; its prediction is the test output")
+    e.add_argument("--axes", default=None, help="axes of the test image (default YX, or ZYX for 3D models)")
+    e.add_argument("--name", default=None, help="model name in the package")
+    e.add_argument("--description", default=None, help="one-line description")
+    e.add_argument("--authors", default=None, help="comma-separated author names")
+    e.add_argument("--license", default="BSD-3-Clause", help="SPDX licence identifier")
+    e.add_argument("--tags", nargs="*", default=None, help="extra tags")
+    e.add_argument("--formats", nargs="+", choices=WEIGHT_FORMATS, default=list(WEIGHT_FORMATS),
+                   help="weight formats to write")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing OUT.zip")
+    e.add_argument("--no-validate", action="store_true", help="skip bioimageio.core's model test")
+    e.set_defaults(func=cmd_export)
     return parser
 
 

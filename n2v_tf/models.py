@@ -366,16 +366,48 @@ class N2V(CARE):
         finally:
             self.keras_model = original
 
-    def export_TF(self, *args, **kwargs):
-        """BioImage.IO export is not part of this version of n2v_tf.
+    def export_TF(self, name: str, description: str, authors, test_img: np.ndarray, axes: str,
+                  patch_shape=None, license: str = "BSD-3-Clause", result_path=None, **kwargs):
+        """n2v 0.3.3-compatible BioImage.IO export (see :func:`n2v_tf.export.export_bioimageio`).
 
-        Raises
-        ------
-        NotImplementedError
-            Always; save the Keras model with ``model.keras_model.save('model.keras')`` meanwhile.
+        Parameters
+        ----------
+        name, description : str
+            Model name and short description.
+        authors : str or list of str
+            Author names (comma-separated string or list).
+        test_img : numpy.ndarray
+            Raw test image (its denoised version becomes the package's test output).
+        axes : str
+            Axes of ``test_img``.
+        patch_shape : tuple, optional
+            Ignored (kept for n2v compatibility); the package accepts any valid size.
+        license : str
+            SPDX licence identifier.
+        result_path : str, optional
+            Output ``.zip`` (default ``<model folder>/export.bioimage.io.zip``).
+        **kwargs
+            Further arguments of :func:`n2v_tf.export.export_bioimageio`.
+
+        Returns
+        -------
+        pathlib.Path
+            The written package.
         """
-        raise NotImplementedError("export_TF (BioImage.IO) is not available in this version of n2v_tf; "
-                                  "use model.keras_model.save('model.keras') to save the full network")
+        from .export import export_tf_compat
+        return export_tf_compat(self, name, description, authors, test_img, axes, patch_shape, license=license,
+                                result_path=result_path, **kwargs)
+
+    def export_bioimageio(self, path, **kwargs):
+        """Export as a BioImage.IO model package (spec 0.5), see :func:`n2v_tf.export.export_bioimageio`."""
+        from .export import export_bioimageio
+        return export_bioimageio(self, path, **kwargs)
+
+    @classmethod
+    def from_bioimageio(cls, path, basedir=".", name: str | None = None, overwrite: bool = False) -> "N2V":
+        """Rebuild a model folder from a package written by :meth:`export_bioimageio` and load it."""
+        from .export import import_bioimageio
+        return import_bioimageio(path, basedir, name, overwrite=overwrite)
 
 
 class _PN2VHead(keras.layers.Layer):

@@ -586,3 +586,10 @@ def test_calibration_noise_model_then_train_pn2v(calibration_tif, photon_tif, tm
     assert main(["predict", str(photon_tif), "--model-dir", str(models), "--name", "pn", "--output",
                  str(tmp_path / "den")]) == 0
     assert np.isfinite(tifffile.imread(tmp_path / "den" / "photons_n2v.tif")).all()
+
+
+def test_export_errors_exit_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing_model"), str(tmp_path / "out.zip"),
+                 "--test-img", str(tmp_path / "x.tif")]) == 2
+    assert "missing_model" in error_line(capsys) or "model" in error_line(capsys)
+    assert not (tmp_path / "out.zip").exists()
