@@ -643,18 +643,11 @@ def load_noise_model_file(path: str):
 
 def read_calibration_stack(path: Path, axis: int) -> np.ndarray:
     """Read a calibration stack (noisy frames of a static sample along ``axis``) and check it."""
-    from .data import read_image
     if path.is_dir():
         raise CLIError(f"--calibration '{path}' is a folder: give one stack file (e.g. a multi-page TIFF of frames)")
     if not path.is_file():
         raise CLIError(f"calibration stack '{path}' does not exist (no such file)")
-    try:
-        stack = read_image(str(path))
-    except (ValueError, OSError) as e:
-        raise CLIError(f"cannot read '{path}' as an image: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                       ) from None
-    if not np.issubdtype(stack.dtype, np.number) or stack.dtype == np.bool_:
-        raise CLIError(f"'{path}': unsupported pixel type {stack.dtype}")
+    stack = _read_numeric(path)
     if stack.ndim < 3:
         raise CLIError(f"'{path}' is a single image of shape {stack.shape}, not a stack: a calibration stack holds "
                        "several noisy frames of a static sample, e.g. shape (frames, Y, X)")
@@ -838,8 +831,8 @@ def cmd_noise_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_values(path: Path) -> np.ndarray:
-    """The pixel values of an image file (any axes), checked to be numeric and finite (for --check)."""
+def _read_numeric(path: Path) -> np.ndarray:
+    """Read an image file and check that it holds numbers (CLIError otherwise)."""
     from .data import read_image
     try:
         img = read_image(str(path))
@@ -848,6 +841,12 @@ def _read_values(path: Path) -> np.ndarray:
                        ) from None
     if not np.issubdtype(img.dtype, np.number) or img.dtype == np.bool_:
         raise CLIError(f"'{path}': unsupported pixel type {img.dtype}")
+    return img
+
+
+def _read_values(path: Path) -> np.ndarray:
+    """The pixel values of an image file (any axes), checked to be numeric and finite (for --check)."""
+    img = _read_numeric(path)
     if not np.isfinite(img).all():
         raise CLIError(f"'{path}' contains NaN or infinite values")
     return img
