@@ -25,7 +25,7 @@ SEED = 0
 SETTINGS = dict(unet_kern_size=3, unet_n_depth=2, unet_n_first=16, n2v_perc_pix=0.198, n2v_patch_shape=(64, 64),
                 train_epochs=15, train_steps_per_epoch=20, train_batch_size=16, train_learning_rate=1e-3,
                 train_tensorboard=False, blurpool=True, skip_skipone=True, unet_residual=False,
-                n2v_manipulator="median")
+                n2v_manipulator="median", train_loss="mse")
 
 
 def main() -> None:

@@ -45,9 +45,11 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 #: Default training patch shapes (clipped to the image size).
 DEFAULT_PATCH = {2: (64, 64), 3: (32, 64, 64)}
 #: Architecture and masking of the presets (on top of the N2VConfig defaults).
+#: The CLI trains with the masked MSE (the library default ``train_loss`` is n2v's ``'mae'``).
 PRESETS = {
-    "n2v": dict(n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False, skip_skipone=False),
-    "n2v2": dict(n2v_manipulator="median", unet_residual=False, blurpool=True, skip_skipone=True),
+    "n2v": dict(n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False, skip_skipone=False,
+                train_loss="mse"),
+    "n2v2": dict(n2v_manipulator="median", unet_residual=False, blurpool=True, skip_skipone=True, train_loss="mse"),
 }
 #: Demo settings: the full run takes about 2 minutes on 2 CPU cores; --quick a few seconds.
 DEMO_FULL = dict(epochs=15, steps=20, batch_size=16, patch=64, n_first=16, depth=2, learning_rate=1e-3)
