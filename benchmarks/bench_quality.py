@@ -69,7 +69,7 @@ def run_one(variant: str, ds: dict, args) -> dict:
     config = N2VConfig(X, **kw)
     name = f"{TOOL}_{variant}_{ds['name']}"
     basedir = str(qd.models_dir(args))
-    model = N2V(config, name, basedir=basedir)
+    model = N2V(config, name, basedir=basedir, overwrite=True)  # a re-run replaces its own earlier run
 
     load0 = os.getloadavg()
     t0 = time.perf_counter()
@@ -84,17 +84,13 @@ def run_one(variant: str, ds: dict, args) -> dict:
     best_epoch = int(np.argmin(val)) + 1 if val else None
     ckpt = getattr(config, "train_checkpoint", None)
 
-    t0 = time.perf_counter()
-    preds = [model.predict(img, "YX") for img in ds["test_noisy"]]
-    pred_time = time.perf_counter() - t0
-
-    res = qd.evaluate(ds, preds)
-    res.update(
-        train_time_s=train_time,
-        predict_time_s=pred_time,
+    preds, pred_time = qd.predict_timed(lambda img: model.predict(img, "YX"), ds)
+    res = qd.run_record(
+        ds, preds,
+        train_time=train_time,
+        pred_time=pred_time,
         epochs=epochs,
         steps_per_epoch=spe,
-        steps=epochs * spe,
         batch_size=kw["train_batch_size"],
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()},
         checkpoint=(f"{ckpt} (best val_loss, epoch {best_epoch}/{len(val)}; per n2v API reloaded after train())"

@@ -2,7 +2,7 @@
 (PyTorch/CAREamics' 0.1), to test whether the lagging moving statistics explain the unstable eval PSNR."""
 import os, sys, time, json
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import numpy as np
+
 sys.path.append('/work/main/benchmarks')
 import quality_data as qd
 import keras

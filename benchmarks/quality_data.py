@@ -352,6 +352,22 @@ def evaluate(ds: dict, preds) -> dict:
     )
 
 
+def predict_timed(predict, ds: dict) -> tuple[list, float]:
+    """``predict(img)`` on every noisy test image; returns the predictions and the seconds taken."""
+    t0 = time.perf_counter()
+    preds = [predict(img) for img in ds["test_noisy"]]
+    return preds, time.perf_counter() - t0
+
+
+def run_record(ds: dict, preds, *, train_time: float, pred_time: float, epochs: int, steps_per_epoch: int,
+               batch_size: int, **extra) -> dict:
+    """The result record every runner writes: :func:`evaluate` plus timing and schedule, plus ``extra``."""
+    res = evaluate(ds, preds)
+    res.update(train_time_s=train_time, predict_time_s=pred_time, epochs=epochs, steps_per_epoch=steps_per_epoch,
+               steps=epochs * steps_per_epoch, batch_size=batch_size, **extra)
+    return res
+
+
 # --------------------------------------------------------------------------
 # CLI / result helpers shared by the runners
 # --------------------------------------------------------------------------

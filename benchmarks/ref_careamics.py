@@ -174,28 +174,26 @@ def run_one(variant: str, ds: dict, args) -> dict:
     load1 = os.getloadavg()
     steps_done = int(careamist.trainer.global_step)
 
-    t0 = time.perf_counter()
-    preds = []
-    for img in ds["test_noisy"]:
+    def _predict(img):
         out = careamist.predict(pred_data=img, data_type="array", axes="YX", tile_size=None, batch_size=1)
         arr = out[0] if isinstance(out, tuple) else out
         arr = arr[0] if isinstance(arr, list) else arr
-        preds.append(np.asarray(arr, dtype=np.float32).squeeze())
-    pred_time = time.perf_counter() - t0
+        return np.asarray(arr, dtype=np.float32).squeeze()
+
+    preds, pred_time = qd.predict_timed(_predict, ds)
 
     dc = careamist.config.data_config
     norm = dc.normalization.model_dump() if hasattr(dc, "normalization") else None
     n2v_cfg = careamist.config.algorithm_config.n2v_config.model_dump()
-    res = qd.evaluate(ds, preds)
     val = hist_cb.history.get("val_loss", [])
-    res.update(
-        train_time_s=train_time,
-        predict_time_s=pred_time,
+    res = qd.run_record(
+        ds, preds,
+        train_time=train_time,
+        pred_time=pred_time,
         epochs=epochs,
         steps_per_epoch=spe,
-        steps=epochs * spe,
-        steps_done=steps_done,
         batch_size=p["train_batch_size"],
+        steps_done=steps_done,
         algorithm="n2v2" if VARIANTS[variant]["use_n2v2"] else "n2v",
         n2v_strategy=n2v_cfg.get("strategy"),
         n2v_manipulate=n2v_cfg,

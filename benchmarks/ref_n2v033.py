@@ -53,17 +53,13 @@ def run_one(variant: str, ds: dict, args) -> dict:
     val = [float(v) for v in hist.history.get("val_loss", [])]
     best_epoch = int(np.argmin(val)) + 1 if val else None
 
-    t0 = time.perf_counter()
-    preds = [model.predict(img, "YX") for img in ds["test_noisy"]]
-    pred_time = time.perf_counter() - t0
-
-    res = qd.evaluate(ds, preds)
-    res.update(
-        train_time_s=train_time,
-        predict_time_s=pred_time,
+    preds, pred_time = qd.predict_timed(lambda img: model.predict(img, "YX"), ds)
+    res = qd.run_record(
+        ds, preds,
+        train_time=train_time,
+        pred_time=pred_time,
         epochs=epochs,
         steps_per_epoch=spe,
-        steps=epochs * spe,
         batch_size=kw["train_batch_size"],
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()},
         n2v_config_means=list(config.means),
