@@ -15,11 +15,13 @@ from .config import N2VConfig
 from .masking import (MANIPULATORS, manipulate_val_data, mask_batch, pm_identity, pm_mean, pm_median,
                       pm_normal_additive, pm_normal_fitted, pm_normal_withoutCP, pm_uniform_withCP,
                       pm_uniform_withoutCP, stratified_coords, tta_backward, tta_forward)
-from .qc import autocorrelation, psnr
+from .qc import (autocorrelation, plot_before_after, plot_history, plot_orthogonal, plot_residual, psnr, qc_report,
+                 ssim)
 
 _LAZY = {
     "N2V": "models",
     "N2V_DataGenerator": "data", "N2VSequence": "data", "validation_data": "data",
+    "guess_axes": "data", "load_images": "data", "check_images": "data",
     "n2v_mse": "losses", "n2v_abs": "losses", "loss_mse": "losses", "loss_mae": "losses",
     "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
     "HistogramNoiseModel": "noise_models", "GaussianMixtureNoiseModel": "noise_models",
@@ -51,7 +53,9 @@ __all__ = [
     "pm_uniform_withCP", "pm_uniform_withoutCP",
     "n2v_mse", "n2v_abs", "loss_mse", "loss_mae",
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
-    "autocorrelation", "psnr", "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
+    "autocorrelation", "psnr", "ssim", "plot_history", "plot_before_after", "plot_orthogonal", "plot_residual",
+    "qc_report", "guess_axes", "load_images", "check_images",
+    "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
     "HistogramNoiseModel", "GaussianMixtureNoiseModel", "bootstrap_noise_model",
     "export_bioimageio", "import_bioimageio", "validate_bioimageio",
 ]

@@ -10,6 +10,7 @@ Examples
 
     $ n2v-tf train data/noisy/ --axes YX --model-dir models --name my_n2v2 --preset n2v2 --epochs 50
     $ n2v-tf predict data/noisy/*.tif --model-dir models --name my_n2v2 --output denoised/
+    $ n2v-tf predict data/noisy/*.tif --model-dir models --name my_n2v2 --output denoised/ --qc denoised/qc.png
     $ n2v-tf demo --outdir n2v_demo
     $ n2v-tf analyze-noise dark_frame.tif --png dark_frame_acf.png
     $ n2v-tf analyze-noise data/noisy/img1.tif --model-dir models --name my_n2v --crop 0:256,0:256
@@ -400,7 +401,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if len(set(outputs)) != len(outputs):
         dup = next(o for o in outputs if outputs.count(o) > 1)
         raise CLIError(f"several inputs would be written to '{dup}': give files with different names")
+    if args.qc is not None:
+        try:
+            import matplotlib  # noqa: F401  (fail before predicting, not after)
+
+            from .qc import qc_report
+        except ImportError:
+            raise CLIError('--qc needs matplotlib: pip install "n2v_tf[plot]"') from None
     outdir.mkdir(parents=True, exist_ok=True)
+    first = None
     for f, out in zip(tqdm(files, desc="Denoising", unit="file", file=sys.stderr), outputs):
         img = read_checked(f, axes)
         if args.n_tiles is not None and len(args.n_tiles) != img.ndim:
@@ -411,8 +420,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise CLIError(f"'{f}': {e}") from None
         tifffile.imwrite(out, pred.astype(np.float32, copy=False), metadata={"axes": axes})
+        if first is None and args.qc is not None:
+            first = (f, img, pred)
     print(f"Wrote {len(files)} denoised image(s) to '{outdir}'.")
+    if first is not None:
+        f, img, pred = first
+        noisy, denoised, what = qc_images(img, pred, axes)
+        try:
+            qc_report(noisy, denoised, path=args.qc)
+        except (ValueError, OSError) as e:
+            raise CLIError(f"--qc {args.qc}: {e}") from None
+        print(f"Wrote the QC report of '{f}'{what} (input, prediction, residual and its autocorrelation) to "
+              f"'{args.qc}'.")
     return 0
+
+
+def qc_images(img: np.ndarray, pred: np.ndarray, axes: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """The spatial (YX or ZYX) input and prediction for ``--qc``: the first sample and channel.
+
+    Returns ``(noisy, denoised, note)``, ``note`` saying which sample/channel was taken (empty if none).
+    """
+    index, ax, note = [], "", []
+    for i, a in enumerate(axes):
+        if a in "STC":
+            index.append(0)
+            if img.shape[i] > 1:
+                note.append(f"{'channel' if a == 'C' else 'image'} 1 of {img.shape[i]}")
+        else:
+            index.append(slice(None))
+            ax += a
+    order = [ax.index(a) for a in "ZYX" if a in ax]
+    noisy = np.transpose(np.asarray(img)[tuple(index)], order)
+    denoised = np.transpose(np.asarray(pred)[tuple(index)], order)
+    return noisy, denoised, f" ({', '.join(note)})" if note else ""
 
 
 # --------------------------------------------------------------------------- demo
@@ -1067,6 +1107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-tiles", type=int, nargs="+", metavar="N", default=None,
                    help="tiles per image axis (one number per letter of --axes, 1 for C/S/T), for large images")
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (test-time augmentation)")
+    p.add_argument("--qc", default=None, metavar="OUT.png",
+                   help="also write a quality-control figure of the first input: input and prediction with the same "
+                        "contrast, the residual input - prediction and its autocorrelation (needs matplotlib)")
     p.add_argument("--pn2v-output", choices=("mmse", "prior_mean"), default=None,
                    help="PN2V models: the MMSE estimate (default; uses the noise model saved with the model) or the "
                         "mean of the predicted signal samples")

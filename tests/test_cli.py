@@ -181,6 +181,53 @@ def test_train_then_predict(tiny_tif, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_predict_qc_report_of_the_first_image(tiny_tif, tmp_path, capsys, monkeypatch):
+    """--qc: qc_report of the first input (its input and prediction, no reference) as a PNG; outputs as before."""
+    pytest.importorskip("matplotlib")
+    from n2v_tf import qc
+    models = tmp_path / "models"
+    assert main(["train", str(tiny_tif), "--model-dir", str(models), "--name", "tiny", "--seed", "0"] + TINY) == 0
+    second = tiny_tif.parent / "z_second.tif"
+    tifffile.imwrite(second, smooth_noisy((48, 64), seed=1))
+    calls = []
+    original = qc.qc_report
+
+    def recording(noisy, denoised, reference=None, history=None, path=None):
+        calls.append((noisy, denoised, reference, history))
+        return original(noisy, denoised, reference, history, path)
+
+    monkeypatch.setattr(qc, "qc_report", recording)
+    capsys.readouterr()
+    outdir, png = tmp_path / "denoised", tmp_path / "qc" / "report.png"
+    rc = main(["predict", str(tiny_tif.parent), "--model-dir", str(models), "--name", "tiny", "--output", str(outdir),
+               "--qc", str(png)])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Wrote 2 denoised image(s)" in out and f"QC report of '{tiny_tif}'" in out and str(png) in out
+    assert len(calls) == 1
+    noisy, denoised, reference, history = calls[0]
+    np.testing.assert_array_equal(noisy, tifffile.imread(tiny_tif))               # the first image, sorted by name
+    np.testing.assert_array_equal(denoised, tifffile.imread(outdir / "tiny_n2v.tif"))
+    assert reference is None and history is None
+    assert (outdir / "z_second_n2v.tif").is_file()
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 500
+
+
+def test_qc_images_takes_the_first_sample_and_channel():
+    img = np.arange(2 * 5 * 6 * 3, dtype=np.float32).reshape(2, 5, 6, 3)          # SYXC
+    noisy, denoised, note = cli.qc_images(img, img + 1, "SYXC")
+    np.testing.assert_array_equal(noisy, img[0, :, :, 0])
+    np.testing.assert_array_equal(denoised, img[0, :, :, 0] + 1)
+    assert note == " (image 1 of 2, channel 1 of 3)"
+    vol = np.arange(4 * 5 * 6).reshape(4, 5, 6)
+    noisy, _, note = cli.qc_images(vol, vol, "ZYX")
+    assert noisy.shape == (4, 5, 6) and note == ""
+    noisy, _, _ = cli.qc_images(np.zeros((5, 6, 2, 4)), np.zeros((5, 6, 2, 4)), "YXCZ")
+    assert noisy.shape == (4, 5, 6)                                                  # brought to ZYX
+
+
+@pytest.mark.slow
 def test_demo_quick(tmp_path, capsys):
     rc = main(["demo", "--quick", "--outdir", str(tmp_path / "demo"), "--verbose", "0"])
     assert rc == 0
