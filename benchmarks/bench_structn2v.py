@@ -323,7 +323,8 @@ def main(argv=None) -> None:
                    protocol=PROTOCOL, suites=suites, total_s=time.perf_counter() - t0, versions=versions,
                    host=dict(python=platform.python_version(), cpus=os.cpu_count(), loadavg=list(os.getloadavg()),
                              finished=time.strftime("%Y-%m-%d %H:%M:%S")))
-    path = runs_dir() / ("structn2v_quick.json" if args.quick else "structn2v.json")
+    suffix = "" if sorted(args.only) == ["2d", "3d"] else "_" + "_".join(sorted(args.only))
+    path = runs_dir() / f"structn2v{suffix}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=2))
     print()
     if args.quick:

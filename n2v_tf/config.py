@@ -118,6 +118,10 @@ class N2VConfig(argparse.Namespace):
         One independent U-Net per channel (default ``True``).
     blurpool, skip_skipone : bool
         N2V2 architecture: max-blur-pool instead of max-pool, no top-most skip connection.
+    unet_wide_decoder : bool
+        Give the decoder's intermediate convolutions ``unet_n_first * 2**level`` filters, as CSBDeep's U-Net,
+        CAREamics and n2v's own N2V2 network do (default ``False``: n2v 0.3.3's N2V network, whose
+        intermediate decoder convolutions all have ``unet_n_first`` filters, so that its model folders load).
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
     probabilistic : bool
@@ -176,6 +180,7 @@ class N2VConfig(argparse.Namespace):
         self.single_net_per_channel = True
         self.blurpool = False
         self.skip_skipone = False
+        self.unet_wide_decoder = False
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800
@@ -259,7 +264,7 @@ class N2VConfig(argparse.Namespace):
                                    f"(box side {box_size(float(self.n2v_perc_pix), nd)}), got {self.n2v_perc_pix!r}")
         check("n2v_manipulator", self.n2v_manipulator in MANIPULATORS, f"must be one of {', '.join(MANIPULATORS)}")
         check("n2v_neighborhood_radius", _is_int(self.n2v_neighborhood_radius, 0), "must be an integer >= 0")
-        for name in ("single_net_per_channel", "blurpool", "skip_skipone"):
+        for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder"):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
         if self.structN2Vmask is not None:
             try:

@@ -121,7 +121,8 @@ class N2V(CARE):
                           kern_size=c.unet_kern_size, n_first=c.unet_n_first, batch_norm=c.batch_norm,
                           last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
                           skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel,
-                          n_out_per_channel=c.pn2v_samples if c.probabilistic else 1)
+                          n_out_per_channel=c.pn2v_samples if c.probabilistic else 1,
+                          wide_decoder=bool(getattr(c, "unet_wide_decoder", False)))
 
     def _find_and_load_weights(self, prefer: str = "best") -> None:
         if self.basedir is not None and not any(self.logdir.glob("*.h5")) and not any(self.logdir.glob("*.hdf5")):

@@ -67,7 +67,7 @@ def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, 
 
 
 def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch_norm: bool, blurpool: bool,
-                skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2):
+                skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2, wide_decoder: bool = False):
     """The U-Net body of n2v 0.3.3 (same layers, filter counts and names), for 2D and 3D."""
     block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm)
     skips = []
@@ -90,7 +90,7 @@ def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch
         elif n > 0:
             x = layers.Concatenate(axis=-1, name=f"{prefix}skip_{n}")([x, skips[n - 1]])
         for i in range(n_conv_per_depth - 1):
-            n_filter = n_first * 2 ** n if (skip_skipone and n > 0) else n_first
+            n_filter = n_first * 2 ** n if (wide_decoder or (skip_skipone and n > 0)) else n_first
             x = _conv_block(x, n_filter=n_filter, name=f"{prefix}up_level_{n}_no_{i}", **block)
         x = _conv_block(x, n_filter=n_first * 2 ** max(0, n - 1), name=f"{prefix}up_level_{n}_no_{n_conv_per_depth}",
                         **block)
@@ -100,7 +100,8 @@ def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch
 def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_size: int = 3, n_first: int = 32,
                batch_norm: bool = True, last_activation: str = "linear", residual: bool = False,
                blurpool: bool = False, skip_skipone: bool = False, single_net_per_channel: bool = True,
-               n_out_per_channel: int = 1, n_conv_per_depth: int = 2, name: str = "n2v_unet") -> keras.Model:
+               n_out_per_channel: int = 1, n_conv_per_depth: int = 2, wide_decoder: bool = False,
+               name: str = "n2v_unet") -> keras.Model:
     """Build the N2V / N2V2 U-Net for 2D or 3D images (channels last).
 
     Parameters
@@ -132,6 +133,9 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
         Output channels per input channel (1 for N2V).
     n_conv_per_depth : int
         Convolutions per level.
+    wide_decoder : bool
+        Intermediate decoder convolutions of level ``n`` get ``n_first * 2**n`` filters (CSBDeep's U-Net,
+        CAREamics, n2v's N2V2 network) instead of ``n_first`` (n2v 0.3.3's N2V network, the default).
     name : str
         Model name.
 
@@ -169,7 +173,8 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     conv = _LAYERS[n_dim]["conv"]
     inp = keras.Input((None,) * n_dim + (n_channel_in,), name="input")
     body = dict(n_dim=n_dim, n_depth=n_depth, n_first=n_first, kern_size=kern_size, batch_norm=batch_norm,
-                blurpool=blurpool, skip_skipone=skip_skipone, n_conv_per_depth=n_conv_per_depth)
+                blurpool=blurpool, skip_skipone=skip_skipone, n_conv_per_depth=n_conv_per_depth,
+                wide_decoder=wide_decoder)
     if single_net_per_channel:
         branches = []
         for c in range(n_channel_in):

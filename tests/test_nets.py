@@ -113,3 +113,18 @@ def test_saved_model_loads_without_n2v_tf(tmp_path):
     assert "n2v_tf imported: False" in out.stdout
     for path in paths:
         np.testing.assert_allclose(np.load(path + ".y2.npy"), np.load(path + ".y.npy"), atol=1e-5)
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_wide_decoder_widens_only_the_intermediate_decoder_convolutions(n_dim):
+    narrow = build_unet(n_dim, n_depth=2, n_first=4)
+    wide = build_unet(n_dim, n_depth=2, n_first=4, wide_decoder=True)
+    filters = {m: {layer.name.removeprefix("channel_0"): layer.filters for layer in net.layers
+                   if hasattr(layer, "filters")}
+               for m, net in (("narrow", narrow), ("wide", wide))}
+    assert filters["narrow"]["up_level_1_no_0"] == 4          # n2v 0.3.3's N2V decoder
+    assert filters["wide"]["up_level_1_no_0"] == 8            # CSBDeep / CAREamics: n_first * 2**level
+    changed = {k for k in filters["wide"] if filters["wide"][k] != filters["narrow"][k]}
+    assert changed == {"up_level_1_no_0"}
+    x = np.random.default_rng(0).normal(size=(1,) + (16,) * n_dim + (1,)).astype("float32")
+    assert wide.predict(x, verbose=0).shape == x.shape
