@@ -1,4 +1,4 @@
-"""BioImage.IO model zoo export and import (model description spec 0.5) of N2V, N2V2 and structN2V models.
+"""BioImage.IO model zoo export and import (model description spec 0.5) of N2V, N2V2, structN2V and PN2V models.
 
 :func:`export_bioimageio` writes one ``.bioimage.io.zip`` package that runs outside Python:
 
@@ -13,6 +13,11 @@
   output halo of the network's receptive-field radius, so tiled prediction is seamless;
 - float32 test tensors, a cover image (noisy | denoised), a ``README.md`` with a ``# Validation`` section,
   authors, license, tags, the citations of the algorithm used, and ``config.json`` of the model.
+
+PN2V models (``config.probabilistic=True``) are exported with their noise model inside the network
+(:func:`pn2v_mmse_network`): the graph turns the ``K`` signal samples of the U-Net and the noise-model
+likelihood of the raw input into the MMSE estimate, so the package returns the denoised image, not the
+samples. The noise model file is attached (``noise_model_gmm.npz`` / ``noise_model_histogram.npz``).
 
 Before anything is written at ``path``, every weight format is tested with ``bioimageio.core.test_model``
 in a fresh Python process that never imports ``n2v_tf`` (``KERAS_BACKEND=tensorflow``). The package is
@@ -50,6 +55,7 @@ __all__ = [
     "export_tf_compat",
     "import_bioimageio",
     "package_geometry",
+    "pn2v_mmse_network",
     "validate_bioimageio",
 ]
 
@@ -77,7 +83,14 @@ CITATIONS = {
     "structn2v": (("C. Broaddus, A. Krull, M. Weigert, U. Schmidt, G. Myers. Removing Structured Noise with "
                    "Self-Supervised Blind-Spot Networks. IEEE International Symposium on Biomedical Imaging "
                    "(ISBI), 2020, pp. 159-163."), "10.1109/ISBI45749.2020.9098336"),
+    "pn2v": (("A. Krull, T. Vicar, M. Prakash, M. Lalit, F. Jug. Probabilistic Noise2Void: Unsupervised "
+              "Content-Aware Denoising. Frontiers in Computer Science 2:5, 2020."), "10.3389/fcomp.2020.00005"),
+    "ppn2v": (("M. Prakash, M. Lalit, P. Tomancak, A. Krull, F. Jug. Fully Unsupervised Probabilistic Noise2Void. "
+               "IEEE International Symposium on Biomedical Imaging (ISBI), 2020, pp. 154-158."),
+              "10.1109/ISBI45749.2020.9098612"),
 }
+#: Attached noise-model file of a PN2V package, by noise-model kind (the names of the model folder).
+_NOISE_MODEL_FILES = {"gmm": "noise_model_gmm.npz", "histogram": "noise_model_histogram.npz"}
 
 
 class BioImageIOValidationError(RuntimeError):
@@ -109,15 +122,31 @@ def _require(*modules: str, purpose: str) -> None:
                           f"{', '.join(missing)}. Install them with: {INSTALL_HINT}")
 
 
-def _algorithm(config) -> tuple[str, list[str]]:
-    """Name of the method and the citation keys of the algorithm actually used."""
+def _algorithm(config, noise_model=None) -> tuple[str, list[str]]:
+    """Name of the method and the citation keys of the algorithm actually used.
+
+    PN2V adds Krull et al. 2020 and, with a Gaussian mixture noise model (the parametric noise model and the
+    bootstrapping of Prakash et al.), Prakash et al. 2020.
+    """
+    from .noise_models import GaussianMixtureNoiseModel
     n2v2 = bool(config.blurpool or config.skip_skipone)
     struct = config.structN2Vmask is not None
-    keys = ["n2v"] + (["n2v2"] if n2v2 else []) + (["structn2v"] if struct else [])
-    name = "N2V2" if n2v2 else "N2V"
-    if struct:
-        name = "structN2V" if not n2v2 else "structN2V2"
+    pn2v = bool(config.probabilistic)
+    keys = (["n2v"] + (["pn2v"] if pn2v else [])
+            + (["ppn2v"] if pn2v and isinstance(noise_model, GaussianMixtureNoiseModel) else [])
+            + (["n2v2"] if n2v2 else []) + (["structn2v"] if struct else []))
+    name = ("struct" if struct else "") + ("PN2V" if pn2v else "N2V") + ("2" if n2v2 else "")
     return name, keys
+
+
+def _noise_model_kind(noise_model) -> str:
+    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
+    if isinstance(noise_model, GaussianMixtureNoiseModel):
+        return "gmm"
+    if isinstance(noise_model, HistogramNoiseModel):
+        return "histogram"
+    raise TypeError(f"noise_model must be an n2v_tf GaussianMixtureNoiseModel or HistogramNoiseModel (their "
+                    f"parameters are written into the exported network), got {type(noise_model).__name__}")
 
 
 def package_geometry(config) -> dict[str, int]:
@@ -163,8 +192,12 @@ def _check_model(model) -> None:
     if not isinstance(model, N2V):
         raise TypeError(f"model must be an n2v_tf.N2V, got {type(model).__name__}")
     if model.config.probabilistic:
-        raise NotImplementedError("BioImage.IO export of PN2V models (config.probabilistic=True) is not available "
-                                  "yet; N2V, N2V2 and structN2V models can be exported")
+        if model.noise_model is None:
+            raise ValueError("a PN2V model (config.probabilistic=True) is exported with its noise model (the package "
+                             "computes the MMSE estimate), but this model has none: load it from a model folder "
+                             "that holds noise_model_*.npz (N2V(None, name, basedir)) or pass "
+                             "N2V(config, name, basedir, noise_model=...)")
+        _noise_model_kind(model.noise_model)
     if not _is_trained(model):
         where = (f"its model folder {model.logdir} holds no weight file" if model.basedir is not None
                  else "it has no model folder and was not trained in this session")
@@ -254,6 +287,70 @@ def _clean_network(model):
     net = keras.Model.from_config(model.keras_model.get_config())
     net.set_weights(model.keras_model.get_weights())
     return net
+
+
+def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str = "pn2v_mmse"):
+    """The PN2V network with its MMSE estimate inside: normalised image -> normalised MMSE estimate.
+
+    Extends the trained PN2V U-Net (normalised input -> ``K`` normalised signal samples per pixel) with the
+    noise-model likelihood of the input and the posterior mean of the samples, built from Keras built-in
+    layers only, so the network loads with ``keras.models.load_model`` without n2v_tf (``.keras`` and
+    legacy ``.h5``), and converts to a frozen TensorFlow graph and to ONNX.
+
+    Parameters
+    ----------
+    network : keras.Model
+        The PN2V U-Net (one input, one output with ``K`` channels). Its layers are reused, not copied.
+    noise_model : GaussianMixtureNoiseModel or HistogramNoiseModel
+        The noise model p(x|s) of the model (raw intensity units).
+    mean, std : float
+        Normalisation of the model (``config.means[0]``, ``config.stds[0]``).
+    name : str
+        Model name and prefix of the added layers.
+
+    Returns
+    -------
+    keras.Model
+        Input as ``network``; output ``(batch, ..., 1)``: ``(mmse - mean) / std``, so the inverse
+        normalisation gives the MMSE estimate in raw units, as ``N2V.predict(..., pn2v_output='mmse')``.
+
+    Raises
+    ------
+    TypeError
+        ``noise_model`` is not one of the two n2v_tf noise models.
+    ValueError
+        ``std`` is not a positive finite number (or ``mean`` not finite), or ``network`` has more than one input
+        or output.
+
+    Notes
+    -----
+    With samples ``s_k`` (raw units, ``s_k = std * z_k + mean``) and the noisy value ``x`` the MMSE estimate is
+    ``sum_k w_k s_k`` with ``w_k = softmax_k(log p(x | s_k))``; since the weights sum to 1, its normalised
+    value is ``sum_k w_k z_k``. ``log p`` is the noise model's ``log_likelihood_layers``; the softmax is an
+    ``Activation`` over the sample axis and the weighted sum a fixed ``Dense`` layer of ones.
+
+    References
+    ----------
+    .. [1] A. Krull, T. Vicar, M. Prakash, M. Lalit, F. Jug, "Probabilistic Noise2Void: Unsupervised
+       Content-Aware Denoising", Frontiers in Computer Science 2, 2020.
+    """
+    import keras
+
+    from .noise_models import _LayerGraph
+    _noise_model_kind(noise_model)
+    mean, std = float(mean), float(std)
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise ValueError(f"mean must be finite and std a positive finite number, got mean={mean!r}, std={std!r}")
+    if len(network.inputs) != 1 or len(network.outputs) != 1:
+        raise ValueError(f"network must have one input and one output, got {len(network.inputs)} and "
+                         f"{len(network.outputs)}")
+    inp, samples = network.inputs[0], network.outputs[0]
+    g = _LayerGraph(name)
+    log_p = noise_model.log_likelihood_layers(g.affine(inp, std, mean), g.affine(samples, std, mean),
+                                              name=f"{name}_noise_model")
+    weights = g.act(log_p, "softmax")
+    total = g.layer(keras.layers.Dense, 1, use_bias=False, kernel_initializer="ones", trainable=False)
+    return keras.Model(inp, total(g.mul(weights, samples)), name=name)
 
 
 def _predict_normalised(net, x: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
@@ -374,7 +471,7 @@ def _model_name(name: str | None, model, algorithm: str) -> str:
 
 def _documentation(path: Path, *, name: str, description: str, algorithm: str, cite_keys: Sequence[str],
                    config, geo: Mapping[str, int], weight_formats: Sequence[str], ops: Sequence[str] | None,
-                   n2v_tf_version: str) -> None:
+                   n2v_tf_version: str, noise_model=None) -> None:
     c = config
     spatial = "z, y, x" if c.n_dim == 3 else "y, x"
     means = ", ".join(f"{float(m):.6g}" for m in c.means)
@@ -396,14 +493,46 @@ def _documentation(path: Path, *, name: str, description: str, algorithm: str, c
         "onnx": f"- `onnx`: ONNX opset {ONNX_OPSET} (converted with tf2onnx), for deepImageJ's ONNX engine.",
     }
     refs = "\n".join(f"- {CITATIONS[k][0]} doi:{CITATIONS[k][1]}" for k in cite_keys)
+    struct_note = " and, with the structN2V mask, noise correlated along the mask" if c.structN2Vmask else ""
+    if noise_model is None:
+        method = f"""\
+Self-supervised denoising with **{algorithm}**: the network was trained on noisy images only, by predicting
+masked ("blind-spot") pixels from their surroundings. It removes noise that is independent between pixels
+(shot and read noise){struct_note}."""
+        output = "the denoised image"
+        loss = f"loss masked {c.train_loss}"
+        pn2v_lines = ""
+    else:
+        kind = _noise_model_kind(noise_model)
+        lo, hi = noise_model.signal_range
+        if kind == "gmm":
+            nm_text = (f"Gaussian mixture (Prakash et al. 2020) of {noise_model.n_gaussian} component(s) whose "
+                       f"weights, means and variances are polynomials of degree {noise_model.n_coeff - 1} of the "
+                       f"signal, fitted for signals in [{lo:.6g}, {hi:.6g}] (extrapolated outside)")
+        else:
+            nm_text = (f"histogram of {noise_model.bins} x {noise_model.bins} bins over [{lo:.6g}, {hi:.6g}] "
+                       "(Krull et al. 2020; signals and observations outside are clamped to the edge bins)")
+        method = f"""\
+Self-supervised denoising with **{algorithm}** (probabilistic Noise2Void): the network was trained on noisy
+images only, to predict K = {c.pn2v_samples} samples of the signal at masked ("blind-spot") pixels from their
+surroundings, scored by a noise model p(x|s) of the noisy value x given the signal s.
+The package computes the **MMSE estimate** (posterior mean) itself: at every pixel, each sample s_k is weighted by
+the noise-model likelihood of the pixel's noisy value, w_k = p(x|s_k) / sum_j p(x|s_j), and the output is
+sum_k w_k s_k. It removes noise that is independent between pixels (shot and read noise){struct_note}."""
+        output = "the denoised image (the PN2V MMSE estimate)"
+        loss = "loss: PN2V negative log-likelihood of the blind-spot pixels under the noise model"
+        pn2v_lines = (
+            f"- Noise model: {nm_text}; attached as `{_NOISE_MODEL_FILES[kind]}` (n2v_tf/ppn2v `.npz` layout).\n"
+            f"- MMSE layers after the U-Net's {c.pn2v_samples} output channels: raw-unit samples, log p(x|s_k) of the "
+            "noise model, softmax over the samples, weighted mean; Keras built-in layers only (the logarithms of "
+            "the variances or densities by Halley iterations, exact to float32 rounding). Memory and time grow "
+            "with the number of samples: use smaller tiles than for N2V.\n")
     text = f"""\
 # {name}
 
 {description}
 
-Self-supervised denoising with **{algorithm}**: the network was trained on noisy images only, by predicting
-masked ("blind-spot") pixels from their surroundings. It removes noise that is independent between pixels
-(shot and read noise){" and, with the structN2V mask, noise correlated along the mask" if c.structN2Vmask else ""}.
+{method}
 Exported with n2v_tf {n2v_tf_version}.
 
 ## Input and output
@@ -412,7 +541,7 @@ Exported with n2v_tf {n2v_tf_version}.
   Spatial sizes must be `{geo['min']} + n * {geo['step']}` (n = 0, 1, 2, ...).
 - Pre-processing (in the package): `fixed_zero_mean_unit_variance` per channel with the training statistics
   mean = [{means}], std = [{stds}].
-- Output `output`: the denoised image in the intensity units of the input (post-processing `scale_linear` with
+- Output `output`: {output} in the intensity units of the input (post-processing `scale_linear` with
   gain = std and offset = mean), same axes and size as the input.
 - Halo: {geo['halo']} pixels per side (the receptive-field radius, rounded up to a multiple of {geo['step']}).
   For tiled prediction, let tiles overlap by the halo and crop it from each tile's output; tiled and untiled
@@ -422,9 +551,9 @@ Exported with n2v_tf {n2v_tf_version}.
 
 - Architecture: {arch}.
 - Training: {c.train_epochs} epochs x {c.train_steps_per_epoch} steps, batch {c.train_batch_size}, patches
-  {tuple(c.n2v_patch_shape)}, learning rate {c.train_learning_rate}, loss masked {c.train_loss}, {c.n2v_perc_pix}%
+  {tuple(c.n2v_patch_shape)}, learning rate {c.train_learning_rate}, {loss}, {c.n2v_perc_pix}%
   blind-spot pixels, replacement `{c.n2v_manipulator}` (radius {c.n2v_neighborhood_radius}).
-{struct}- The full n2v_tf configuration is attached as `{_CONFIG_NAME}`.
+{struct}{pn2v_lines}- The full n2v_tf configuration is attached as `{_CONFIG_NAME}`.
 
 ## Weights
 
@@ -490,7 +619,9 @@ def _build_description(*, name: str, description: str, authors: list[dict], lice
         sample_tensor=spec.FileDescr(source=files["sample_input"]),
         preprocessing=[pre])
     out = spec.OutputTensorDescr(
-        id=spec.TensorId("output"), description="denoised image",
+        id=spec.TensorId("output"),
+        description=("denoised image: PN2V MMSE estimate (posterior mean of the signal samples under the noise model)"
+                     if c.probabilistic else "denoised image"),
         axes=[spec.BatchAxis()]
         + [spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=geo["halo"],
                                          size=spec.SizeReference(tensor_id=in_id, axis_id=spec.AxisId(a)))
@@ -530,11 +661,13 @@ def _build_description(*, name: str, description: str, authors: list[dict], lice
         tags=tags,
         documentation=spec.FileDescr(source=files["documentation"]),
         covers=[spec.FileDescr(source=files["cover"])],
-        attachments=[spec.FileDescr(source=files["config"])],
+        attachments=[spec.FileDescr(source=files[k]) for k in ("config", "noise_model") if k in files],
         inputs=[inp],
         outputs=[out],
         weights=spec.WeightsDescr(**entries),
-        config=spec.Config(n2v_tf={"version": n2v_tf_version, "config_file": _CONFIG_NAME}),
+        config=spec.Config(n2v_tf={"version": n2v_tf_version, "config_file": _CONFIG_NAME,
+                                   **({"noise_model_file": files["noise_model"].name} if "noise_model" in files
+                                      else {})}),
     )
 
 
@@ -618,12 +751,15 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
                       license: str = "BSD-3-Clause", tags: Sequence[str] | None = None, overwrite: bool = False,
                       weight_formats: Sequence[str] = WEIGHT_FORMATS, validate: bool = True,
                       max_test_size: int | None = None) -> Path:
-    """Export a trained N2V / N2V2 / structN2V model as one BioImage.IO package (spec 0.5, ``.zip``).
+    """Export a trained N2V / N2V2 / structN2V / PN2V model as one BioImage.IO package (spec 0.5, ``.zip``).
 
     Parameters
     ----------
     model : n2v_tf.N2V
-        A trained model (its model folder holds weights, or it was trained in this session).
+        A trained model (its model folder holds weights, or it was trained in this session). A PN2V model
+        needs its noise model (``model.noise_model``, a ``GaussianMixtureNoiseModel`` or
+        ``HistogramNoiseModel``): the exported network computes the MMSE estimate
+        (:func:`pn2v_mmse_network`) and the noise model file is attached.
     path : str or pathlib.Path
         Output file, ending in ``.zip`` (recommended: ``<name>.bioimage.io.zip``).
     test_img : numpy.ndarray
@@ -662,13 +798,20 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
     ValueError
-        Untrained model, missing/too small test image, wrong axes, bad arguments.
-    NotImplementedError
-        PN2V models.
+        Untrained model, PN2V model without a noise model, missing/too small test image, wrong axes, bad
+        arguments.
+    TypeError
+        ``model`` is not an ``N2V``, or its noise model is not one of n2v_tf's two classes.
     BioImageIOValidationError
         ``bioimageio.core`` rejected a weight format (the message holds the test summary).
 
     Nothing is written at ``path`` unless every step, including validation, succeeded.
+
+    Notes
+    -----
+    A PN2V package runs the U-Net's ``pn2v_samples`` samples per pixel through the noise model inside the
+    graph; memory and time grow with the number of samples (``K`` float32 values per pixel, several times
+    over), so with the paper's 800 samples deepImageJ needs smaller tiles than for N2V.
     """
     path = Path(path)
     if not path.name.endswith(".zip"):
@@ -693,17 +836,25 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
         _require("bioimageio.core", *(("onnxruntime",) if "onnx" in weight_formats else ()),
                  purpose="Validation of the export")
     c = model.config
-    algorithm, cite_keys = _algorithm(c)
+    noise_model = model.noise_model if c.probabilistic else None
+    nm_kind = None if noise_model is None else _noise_model_kind(noise_model)
+    algorithm, cite_keys = _algorithm(c, noise_model)
     geo = package_geometry(c)
     name = _model_name(name, model, algorithm)
     if description is None:
         description = (f"{algorithm} self-supervised denoising of {c.n_dim}D images with {c.n_channel_in} "
                        f"channel(s) (n2v_tf).")
+        if noise_model is not None:
+            description = (f"{algorithm} self-supervised denoising of {c.n_dim}D images: MMSE estimate from "
+                           f"{c.pn2v_samples} signal samples per pixel and a "
+                           f"{'Gaussian mixture' if nm_kind == 'gmm' else 'histogram'} noise model (n2v_tf).")
     author_list = _authors(authors)
     base_tags = ["denoising", "n2v", "noise2void", "self-supervised", "unet", f"{c.n_dim}d", "tensorflow",
                  "keras", "deepimagej"] + (["onnx"] if "onnx" in weight_formats else [])
     base_tags += [t for t, on in (("n2v2", algorithm.endswith("2")), ("structn2v", c.structN2Vmask is not None))
                   if on]
+    if noise_model is not None:
+        base_tags += ["pn2v", "probabilistic", "noise-model", "gmm" if nm_kind == "gmm" else "histogram"]
     tag_list = list(dict.fromkeys(base_tags + [str(t) for t in (tags or [])]))
 
     import keras
@@ -716,6 +867,10 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
     try:
         files: dict[str, Path] = {}
         net = _clean_network(model)
+        if noise_model is not None:
+            net = pn2v_mmse_network(net, noise_model, means[0], stds[0])
+            files["noise_model"] = work / _NOISE_MODEL_FILES[nm_kind]
+            noise_model.save(files["noise_model"])
         y = _predict_normalised(net, x, means, stds)
         files["test_input"] = work / "test_input.npy"
         files["test_output"] = work / "test_output.npy"
@@ -746,7 +901,7 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
         files["documentation"] = work / "README.md"
         _documentation(files["documentation"], name=name, description=description, algorithm=algorithm,
                        cite_keys=cite_keys, config=c, geo=geo, weight_formats=weight_formats, ops=ops,
-                       n2v_tf_version=n2v_tf_version)
+                       n2v_tf_version=n2v_tf_version, noise_model=noise_model)
 
         from bioimageio.spec import save_bioimageio_package
         descr = _build_description(name=name, description=description, authors=author_list,
@@ -807,7 +962,10 @@ def import_bioimageio(path: str | Path, basedir: str | Path, name: str | None = 
     """Rebuild a normal n2v_tf model folder from a package written by :func:`export_bioimageio`.
 
     Writes ``basedir/name/config.json``, ``weights_best.h5`` and ``weights_last.h5`` (both the exported weights),
-    so the model predicts like the package and can be trained further.
+    so the model predicts like the package and can be trained further. For a PN2V package, the U-Net's weights
+    are taken from the exported network (which adds the MMSE layers) and the attached noise model is written
+    to the folder too (``noise_model_gmm.npz`` / ``noise_model_histogram.npz``), so the model predicts the MMSE
+    estimate as the package does.
 
     Parameters
     ----------
@@ -824,6 +982,14 @@ def import_bioimageio(path: str | Path, basedir: str | Path, name: str | None = 
     -------
     n2v_tf.N2V
         The model loaded from the new folder.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is not a zip file, holds no ``config.json`` or Keras weights of n2v_tf, or is a PN2V package
+        without exactly one noise model file.
+    FileExistsError
+        The model folder already holds weights and ``overwrite`` is False.
     """
     import keras
 
@@ -852,6 +1018,9 @@ def import_bioimageio(path: str | Path, basedir: str | Path, name: str | None = 
             config.validate()
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: the attached {_CONFIG_NAME} is not a valid n2v_tf configuration: {e}") from None
+        noise_model = None
+        if config.probabilistic:
+            noise_model = _read_noise_model(zf, path)
         logdir = Path(basedir) / name
         if logdir.exists() and (any(logdir.glob("*.h5")) or any(logdir.glob("*.hdf5"))) and not overwrite:
             raise FileExistsError(f"{logdir} already holds a model; choose another name or pass overwrite=True")
@@ -859,7 +1028,7 @@ def import_bioimageio(path: str | Path, basedir: str | Path, name: str | None = 
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="output path for model already exists")
-                model = N2V(config, name, basedir=basedir, overwrite=overwrite)
+                model = N2V(config, name, basedir=basedir, overwrite=overwrite, noise_model=noise_model)
             with tempfile.TemporaryDirectory(prefix="n2v_tf_import_") as tmp:
                 local = Path(zf.extract(weights, tmp))
                 if local.suffix == ".keras":
@@ -877,3 +1046,18 @@ def import_bioimageio(path: str | Path, basedir: str | Path, name: str | None = 
                 shutil.rmtree(logdir, ignore_errors=True)
             raise
     return N2V(None, name, basedir=basedir)
+
+
+def _read_noise_model(zf: zipfile.ZipFile, path: Path):
+    """The noise model attached to a PN2V package (``noise_model_gmm.npz`` or ``noise_model_histogram.npz``)."""
+    from .models import _noise_model_classes
+    names = set(zf.namelist())
+    found = [kind for kind, fname in _NOISE_MODEL_FILES.items() if fname in names]
+    if len(found) != 1:
+        raise ValueError(f"{path} holds a PN2V model (config.probabilistic=True) but "
+                         + ("no noise model file" if not found else "more than one noise model file")
+                         + f" (expected one of {sorted(_NOISE_MODEL_FILES.values())}): it cannot predict the MMSE "
+                         "estimate without it")
+    with tempfile.TemporaryDirectory(prefix="n2v_tf_import_") as tmp:
+        local = Path(zf.extract(_NOISE_MODEL_FILES[found[0]], tmp))
+        return _noise_model_classes()[found[0]].load(local)

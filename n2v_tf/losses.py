@@ -6,12 +6,12 @@ with Keras (package ``n2v_tf``), so compiled models reload with ``keras.models.l
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import ops
 
-__all__ = ["n2v_mse", "n2v_abs", "loss_mse", "loss_mae", "LOSSES", "pn2v_nll", "pn2v_mmse", "PN2VLoss"]
+__all__ = ["LOSSES", "PN2VLoss", "loss_mae", "loss_mse", "n2v_abs", "n2v_mse", "pn2v_mmse", "pn2v_nll"]
 
 
 def _split(y_true, y_pred):

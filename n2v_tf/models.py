@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -26,6 +26,8 @@ from .masking import box_size, tta_backward, tta_forward
 from .nets import build_unet, load_weights_h5, receptive_field_radius
 
 __all__ = ["N2V"]
+
+_DEFAULT_RESIZER = PadAndCropResizer()  # CSBDeep's default of predict(resizer=...)
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -239,8 +241,8 @@ class N2V(CARE):
             warnings.warn(f"small number of validation images (only {100 * n_val / (n_train + n_val):.1f}% of all "
                           "images)", stacklevel=2)
         struct = None if c.structN2Vmask is None else np.array(c.structN2Vmask)
-        masking = dict(perc_pix=c.n2v_perc_pix, manipulator=c.n2v_manipulator, radius=c.n2v_neighborhood_radius,
-                       struct_mask=struct, means=[float(m) for m in c.means], stds=[float(s) for s in c.stds])
+        masking = {"perc_pix": c.n2v_perc_pix, "manipulator": c.n2v_manipulator, "radius": c.n2v_neighborhood_radius,
+                   "struct_mask": struct, "means": [float(m) for m in c.means], "stds": [float(s) for s in c.stds]}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
         val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) else val_imgs,
@@ -259,7 +261,7 @@ class N2V(CARE):
         r = receptive_field_radius(self.config.unet_n_depth, self.config.unet_kern_size, self.config.blurpool)
         return tuple((r if a in "XYZT" else 0) for a in query_axes)
 
-    def predict(self, img: np.ndarray, axes: str, resizer: Resizer = PadAndCropResizer(),
+    def predict(self, img: np.ndarray, axes: str, resizer: Resizer = _DEFAULT_RESIZER,
                 n_tiles: Sequence[int] | None = None, tta: bool = False, *, pn2v_output: str = "mmse") -> np.ndarray:
         """Denoise a raw (not normalised) image.
 
@@ -405,7 +407,7 @@ class N2V(CARE):
         return export_bioimageio(self, path, **kwargs)
 
     @classmethod
-    def from_bioimageio(cls, path, basedir=".", name: str | None = None, overwrite: bool = False) -> "N2V":
+    def from_bioimageio(cls, path, basedir=".", name: str | None = None, overwrite: bool = False) -> N2V:
         """Rebuild a model folder from a package written by :meth:`export_bioimageio` and load it."""
         from .export import import_bioimageio
         return import_bioimageio(path, basedir, name, overwrite=overwrite)

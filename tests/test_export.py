@@ -1,6 +1,7 @@
 """BioImage.IO export/import (issue 5): packages pass bioimageio.core's test for every weight format.
 
-Exports tiny trained models (2D N2V2, 3D N2V, 2-channel structN2V) with validation on: ``export_bioimageio``
+Exports tiny trained models (2D N2V2, 3D N2V, 2-channel structN2V, 2D PN2V with a Gaussian mixture noise
+model) with validation on: ``export_bioimageio``
 runs ``bioimageio.core.test_model`` per weight format in a fresh process that never imports n2v_tf
 (``KERAS_BACKEND=tensorflow``) and raises if one fails. Then: ONNX weights in onnxruntime match the Keras
 output, ``import_bioimageio`` rebuilds a model folder that predicts the same, bad input raises and leaves
@@ -29,10 +30,19 @@ from n2v_tf.export import (
     export_tf_compat,
     import_bioimageio,
     package_geometry,
+    pn2v_mmse_network,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_PACKAGE = REPO / "models" / "n2v2_nuclei_demo.bioimage.io.zip"
+
+
+class GaussianNoise:
+    """A closed-form noise model object: trains a PN2V model but cannot be written into a package."""
+
+    def log_likelihood(self, observation, signal):
+        from keras import ops
+        return -0.5 * ops.square(observation - signal)
 
 
 def _need_extra():
@@ -195,6 +205,82 @@ def test_export_two_channel_structn2v(tmp_path):
     np.testing.assert_allclose(imported.predict(img, "YXC"), model.predict(img, "YXC"), rtol=0, atol=1e-4)
 
 
+def _hand_made_gmm(lo, hi):
+    """Two Gaussians centred on the signal, variances 150 + 100 t and 250 + 100 t (t = (s - lo) / (hi - lo))."""
+    from n2v_tf import GaussianMixtureNoiseModel
+    weight = np.array([[0, 0], [0, 0], np.log([150, 100]), np.log([250, 100]), [0, 0], [0.3, 0]])
+    return GaussianMixtureNoiseModel(weight, min_signal=lo, max_signal=hi)
+
+
+@pytest.mark.slow
+def test_export_pn2v_gmm_package_returns_the_mmse_estimate(tmp_path):
+    """A PN2V package computes the MMSE estimate in its graph (every weight format passes the zoo test), attaches
+    its noise model, cites PN2V and the GMM paper, and imports back into a PN2V model folder."""
+    _need_extra()
+    import keras
+    keras.utils.set_random_seed(4)
+    clean, noisy = smooth_image((72, 76), sigma=15)
+    nm = _hand_made_gmm(float(clean.min()), float(clean.max()))
+    X = noisy[None, ..., None]
+    cfg = tiny_config(X, probabilistic=True, pn2v_samples=8, unet_n_first=4, unet_n_depth=1)
+    model = N2V(cfg, "pn2v", basedir=str(tmp_path / "models"), noise_model=nm)
+    model.train(X, X, verbose=0, seed=0)  # 2 epochs x 2 steps
+    path = export_bioimageio(model, tmp_path / "pn2v.bioimage.io.zip", test_img=noisy, axes="YX",
+                             authors=["Jane Doe"])  # validate=True: raises unless all formats pass
+    assert {"n2v_model.keras", "n2v_model.h5", "tf_saved_model_bundle.zip", "n2v_model.onnx",
+            "noise_model_gmm.npz", "config.json"} <= _zip_names(path)
+    descr = _load_descr(path)
+    assert set(descr.weights.available_formats) == set(WEIGHT_FORMATS)
+    assert {str(c.doi) for c in descr.cite} == {"10.1109/CVPR.2019.00223", "10.3389/fcomp.2020.00005",
+                                                  "10.1109/ISBI45749.2020.9098612"}
+    assert {"pn2v", "gmm"} <= set(descr.tags)
+    assert {Path(str(a.source)).name for a in descr.attachments} >= {"config.json", "noise_model_gmm.npz"}
+    assert "MMSE" in descr.outputs[0].description
+    with zipfile.ZipFile(path) as zf:
+        x = np.load(zf.open("test_input.npy"))[0, ..., 0]
+        y = np.load(zf.open("test_output.npy"))[0, ..., 0]
+        assert "MMSE estimate" in zf.read("README.md").decode()
+    mmse = model.predict(x, "YX", pn2v_output="mmse")
+    assert np.abs(y - mmse).max() <= 1e-4 * np.ptp(mmse)  # the package's graph output is the MMSE estimate
+    assert np.abs(y - model.predict(x, "YX", pn2v_output="prior_mean")).max() > 1e-2 * np.ptp(mmse)
+    _onnx_matches_keras(path)
+
+    imported = import_bioimageio(path, tmp_path / "imported")
+    assert imported.config.probabilistic and type(imported.noise_model) is type(nm)
+    np.testing.assert_array_equal(imported.noise_model.weight, nm.weight)
+    assert (tmp_path / "imported" / "pn2v" / "noise_model_gmm.npz").is_file()
+    np.testing.assert_allclose(imported.predict(noisy, "YX"), model.predict(noisy, "YX"), rtol=0,
+                               atol=1e-4 * np.ptp(mmse))
+
+
+@pytest.mark.slow
+def test_pn2v_histogram_mmse_network_is_predict_and_reloads(tmp_path):
+    """With a histogram noise model (table look-ups), the exported PN2V network (U-Net + MMSE layers) reproduces
+    predict(pn2v_output='mmse'), consists of Keras built-in layers only and reloads from .keras and legacy .h5
+    (whose loader resolves keras.layers classes only). The GMM network passes the zoo test above, in a process
+    that never imports n2v_tf."""
+    from n2v_tf import HistogramNoiseModel
+    from n2v_tf.export import _clean_network
+    clean, noisy = smooth_image((40, 44), sigma=15)
+    rng = np.random.default_rng(5)
+    nm = HistogramNoiseModel.fit(clean, clean + rng.normal(0, 15, clean.shape), bins=24)
+    cfg = tiny_config(noisy[None, ..., None], probabilistic=True, pn2v_samples=6, unet_n_first=4, unet_n_depth=1)
+    model = N2V(cfg, "pn2v", basedir=None, noise_model=nm)  # untrained: random samples are fine here
+    mean, std = float(cfg.means[0]), float(cfg.stds[0])
+    net = pn2v_mmse_network(_clean_network(model), nm, mean, std)
+    assert {type(layer).__module__.split(".")[0] for layer in net.layers} == {"keras"}
+    x = ((noisy - mean) / std)[None, ..., None].astype(np.float32)
+    y = net.predict(x, verbose=0)[0, ..., 0] * std + mean
+    mmse = model.predict(noisy, "YX")
+    assert np.abs(y - mmse).max() <= 1e-4 * np.ptp(mmse)
+    import keras
+    net.save(tmp_path / "net.keras")
+    keras.saving.save_model(net, str(tmp_path / "net.h5"), include_optimizer=False)
+    for f in ("net.keras", "net.h5"):
+        again = keras.models.load_model(tmp_path / f, compile=False).predict(x, verbose=0)[0, ..., 0] * std + mean
+        assert np.abs(again - y).max() <= 1e-6 * np.ptp(mmse), f
+
+
 @pytest.mark.slow
 def test_shipped_demo_package_passes_zoo_test(tmp_path):
     """`bioimageio test` (a process that never imports n2v_tf) passes every weight format of models/."""
@@ -268,7 +354,10 @@ def test_export_refuses_untrained_and_pn2v_models(tmp_path):
             export_bioimageio(N2V(cfg, "fresh", basedir=basedir), tmp_path / "x.zip", test_img=noisy)
     pn2v = N2V(tiny_config([noisy[..., None]], unet_n_first=4, unet_n_depth=1, probabilistic=True,
                            pn2v_samples=4), "pn2v", basedir=None)
-    with pytest.raises(NotImplementedError, match="PN2V"):
+    with pytest.raises(ValueError, match="PN2V model .* noise model"):
+        export_bioimageio(pn2v, tmp_path / "x.zip", test_img=noisy)
+    pn2v.noise_model = GaussianNoise()  # any object with log_likelihood trains, but has no exportable parameters
+    with pytest.raises(TypeError, match="GaussianMixtureNoiseModel or HistogramNoiseModel"):
         export_bioimageio(pn2v, tmp_path / "x.zip", test_img=noisy)
     assert not (tmp_path / "x.zip").exists()
 

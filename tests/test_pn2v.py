@@ -79,7 +79,7 @@ def test_mmse_hand_made_example():
 @pytest.mark.slow
 @pytest.mark.parametrize("n_dim", (2, 3))
 def test_pn2v_trains_and_predicts(n_dim, tmp_path):
-    clean, noisy = smooth_image((64, 64) if n_dim == 2 else (8, 32, 32), sigma=20)
+    _, noisy = smooth_image((64, 64) if n_dim == 2 else (8, 32, 32), sigma=20)
     X = noisy[None, ..., None]
     config = tiny_config(X, probabilistic=True, pn2v_samples=16, unet_n_depth=1, batch_norm=False,
                          n2v_patch_shape=(32, 32) if n_dim == 2 else (8, 16, 16))
@@ -153,10 +153,10 @@ def test_bootstrap_end_to_end_on_a_tiny_image(kind, tmp_path):
     X = noisy[None, ..., None]
     n2v = N2V(tiny_config(X, unet_n_depth=1, train_steps_per_epoch=5), "n2v", basedir=str(tmp_path))
     n2v.train(X, X, verbose=0, seed=0)
-    fit = dict(steps=100, batch_size=2048) if kind == "gmm" else dict(bins=32)
+    fit = {"steps": 100, "batch_size": 2048} if kind == "gmm" else {"bins": 32}
     nm = bootstrap_noise_model(n2v, noisy, "YX", kind=kind, **fit)
     s = np.linspace(np.percentile(clean, 10), np.percentile(clean, 90), 5)
-    mean, var = nm.mean_and_variance(s)
+    _, var = nm.mean_and_variance(s)
     assert np.all(np.isfinite(var)) and np.all(var > 0)
     pn2v = N2V(tiny_config(X, probabilistic=True, pn2v_samples=8, unet_n_depth=1), "pn2v", basedir=str(tmp_path),
                noise_model=nm)
@@ -167,3 +167,28 @@ def test_bootstrap_end_to_end_on_a_tiny_image(kind, tmp_path):
         bootstrap_noise_model(n2v, noisy, "YX", kind="poisson")
     with pytest.raises(ValueError, match="probabilistic"):
         bootstrap_noise_model(pn2v, noisy, "YX")
+
+
+@pytest.mark.parametrize("kind", ("gmm", "histogram"))
+def test_log_likelihood_layers_equal_log_likelihood(kind):
+    """The built-in-layer graph of the export computes the noise model's keras.ops log-likelihood, also for
+    observations and signals outside the fitted range (extrapolated GMM polynomials, clamped histogram bins)."""
+    import keras
+
+    from n2v_tf import GaussianMixtureNoiseModel, HistogramNoiseModel
+    rng = np.random.default_rng(0)
+    if kind == "gmm":  # 2 components, quadratic polynomials: offsets, log variance coefficients, logits
+        weight = [[0, 5, -3], [0, -5, 3], np.log([25, 500, 100]), np.log([50, 1500, 10]), [0, 1, -1], [0.5, -1, 0]]
+        nm = GaussianMixtureNoiseModel(np.array(weight), min_signal=10.0, max_signal=1000.0)
+    else:
+        s = rng.uniform(10, 1000, 100_000)
+        nm = HistogramNoiseModel.fit(s, s + rng.normal(0, np.sqrt(2 * s + 25)), bins=48)
+    obs, sig = keras.Input((None, None, 1)), keras.Input((None, None, 12))
+    graph = keras.Model([obs, sig], nm.log_likelihood_layers(obs, sig))
+    assert {type(layer).__module__.split(".")[0] for layer in graph.layers} == {"keras"}
+    xs = rng.uniform(-200, 1300, (2, 7, 9, 1)).astype(np.float32)
+    ss = rng.uniform(-500, 2500, (2, 7, 9, 12)).astype(np.float32)
+    got = graph.predict([xs, ss], verbose=0)
+    ref = np.asarray(nm.log_likelihood(xs, ss))
+    assert got.shape == ref.shape == ss.shape
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-4)
