@@ -98,6 +98,8 @@ elif mount_google_drive:
 # - `reference_image` (optional): a clean (high signal-to-noise) image of the same field as the
 #   **first** image of `data_folder`, with the same size; the notebook then computes PSNR and SSIM.
 #   With the demo data, the demo's clean image is used.
+# - `allow_mixed_sizes`: images of different sizes stop the data check, in case a wrong file ended up in
+#   the folder; tick it if your images really differ in size (training cuts random patches from each).
 #
 # **Training** (the defaults take about 10 minutes on a 2-core CPU, about a minute on a GPU)
 # - `model_name`: the model folder name (an existing model of this name is replaced).
@@ -120,6 +122,7 @@ data_folder = ""  #@param {type:"string"}
 axes = "auto"  #@param ["auto", "YX", "SYX", "TYX"]
 output_folder = "n2v_tf_output/colab_n2v"  #@param {type:"string"}
 reference_image = ""  #@param {type:"string"}
+allow_mixed_sizes = False  #@param {type:"boolean"}
 #@markdown ### Training
 model_name = "my_n2v_model"  #@param {type:"string"}
 use_n2v2 = True  #@param {type:"boolean"}
@@ -201,7 +204,7 @@ if not files:
 try:
     images, image_axes = load_images(files, axes=None if axes == "auto" else axes)
     summary = check_images(images, image_axes, n_dim=2, names=[f.name for f in files], channels=1,
-                           allow_mixed_sizes=True, min_size=patch_size)
+                           allow_mixed_sizes=allow_mixed_sizes, min_size=patch_size)
 except ValueError as err:
     raise DataCheckError(f"{err}. (This notebook trains on 2D grayscale images: fix the data or the settings in "
                          "section 2, then run the notebook again from there.)") from None
@@ -438,8 +441,8 @@ methods = (
     f"Images were denoised with {algorithm} using the n2v_tf package (version {n2v_tf.__version__}; TensorFlow "
     f"{tf.__version__}, Keras {keras.__version__}), which builds on CSBDeep [2]. N2V is self-supervised: the "
     f"network was trained on the noisy images only ({len(planes)} 2D image(s); the first one {first.shape[0]} x "
-    f"{first.shape[1]} pixels; {percentage_validation:g} % of the data held out for validation). A U-Net {architecture} (depth 2, 32 "
-    f"filters in the first level, 3 x 3 convolutions) was trained from scratch for {number_of_epochs} epochs of "
+    f"{first.shape[1]} pixels; {percentage_validation:g} % of the data held out for validation). A U-Net "
+    f"{architecture} (depth 2, 32 filters in the first level, 3 x 3 convolutions) was trained from scratch for {number_of_epochs} epochs of "
     f"{steps_per_epoch} steps with batches of {batch_size} random {patch_size} x {patch_size} patches ({n_patches} "
     f"patches in total), using the Adam optimiser (initial learning "
     f"rate {initial_learning_rate:g}, halved when the validation loss stopped improving for 10 epochs). In every "

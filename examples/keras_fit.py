@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Noise2Void (N2V2) with plain `model.fit`
 #
-# Build the N2V2 U-Net, the blind-spot data pipeline and the masked loss by hand and train them with `keras.Model.fit`.
+# Build the N2V2 U-Net, the blind-spot data pipeline and the masked loss by hand and train them with
+# `keras.Model.fit`.
 
 # %% [markdown]
 # ## Introduction

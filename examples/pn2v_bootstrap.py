@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Fully unsupervised Probabilistic Noise2Void (PN2V) vs N2V
 #
-# Train N2V, bootstrap a noise model from its prediction, train PN2V with it, and compare it with N2V and with PN2V on a calibrated noise model, on Poisson-Gaussian fluorescence data.
+# Train N2V, bootstrap a noise model from its prediction, train PN2V with it, and compare it with
+# N2V and with PN2V on a calibrated noise model, on Poisson-Gaussian fluorescence data.
 
 # %% [markdown]
 # ## Introduction
@@ -265,7 +266,7 @@ results = dict(quick=QUICK, shape=list(clean.shape), peak_photons=PEAK, read_sig
                n_calibration_frames=N_CALIBRATION, pn2v_samples=PN2V_SAMPLES, steps=EPOCHS * STEPS_PER_EPOCH,
                psnr=scores, train_seconds=seconds, variance_max_rel_error=var_error,
                signal_range_central_90=[float(lo), float(hi)])
-(OUTPUT_DIR / "results.json").write_text(json.dumps(results, indent=2))
+_ = (OUTPUT_DIR / "results.json").write_text(json.dumps(results, indent=2))  # "_ =": no byte count shown
 
 
 # %% [markdown]

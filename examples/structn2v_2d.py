@@ -1,7 +1,8 @@
 # %% [markdown]
 # # structN2V: removing noise that is correlated along X
 #
-# Measure the noise autocorrelation, let it suggest a structN2V mask, and compare N2V, structN2V and structN2V + N2V2 on an image with horizontally correlated noise.
+# Measure the noise autocorrelation, let it suggest a structN2V mask, and compare N2V, structN2V and
+# structN2V + N2V2 on an image with horizontally correlated noise.
 
 # %% [markdown]
 # ## Introduction
@@ -249,7 +250,7 @@ print(f"mask suggested by N2V's residual: {residual_mask.shape[0]} x {residual_m
 results = dict(source=source, shape=list(clean.shape), quick=QUICK, mask=mask.tolist(),
                residual_mask_shape=list(residual_mask.shape), psnr=scores, train_seconds=seconds,
                lag1_x={k: float(v[16]) for k, v in {**profiles, **errors}.items()})
-(OUTPUT_DIR / "results.json").write_text(json.dumps(results, indent=2))
+_ = (OUTPUT_DIR / "results.json").write_text(json.dumps(results, indent=2))  # "_ =": no byte count shown
 
 
 # %% [markdown]

@@ -123,6 +123,8 @@ BAD_DATA = {   # case -> (files to write, the sentence the data check must stop 
     "3D stack as 2D": ({"stack.tif": ("ZYX", (5, 64, 64), "uint16")}, "a 3D stack was passed as 2D data"),
     "mixed dtypes": ({"a.tif": ("YX", (64, 64), "uint8"), "b.tif": ("YX", (64, 64), "uint16")},
                      "different dtypes"),
+    "mixed sizes": ({"a.tif": ("YX", (64, 64), "uint8"), "b.tif": ("YX", (64, 96), "uint8")},
+                    "different sizes"),
     "too small": ({"tiny.tif": ("YX", (16, 16), "float32")}, "smaller than the minimum"),
 }
 
