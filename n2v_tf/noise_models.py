@@ -314,6 +314,25 @@ class _NoiseModel:
         raise NotImplementedError
 
     def log_likelihood_layers(self, observation, signal, name: str = "noise_model"):  # pragma: no cover
+        """``log p(x|s)`` as a graph of built-in Keras layers, for exported networks (symbolic tensors only).
+
+        Computes what :meth:`log_likelihood` computes, with layers that load in any Keras 3 process (``.keras``
+        and legacy ``.h5``) and convert to TensorFlow graphs and ONNX: no ``Lambda``, no n2v_tf classes.
+
+        Parameters
+        ----------
+        observation : KerasTensor
+            Noisy values ``x`` in raw units, shape ``(batch, ..., 1)``.
+        signal : KerasTensor
+            Signal samples ``s`` in raw units, shape ``(batch, ..., K)``.
+        name : str
+            Prefix of the layer names (unique within the model).
+
+        Returns
+        -------
+        KerasTensor
+            ``log p(x|s)``, shape ``(batch, ..., K)``.
+        """
         raise NotImplementedError
 
     def likelihood(self, observation, signal):
@@ -648,24 +667,7 @@ class HistogramNoiseModel(_NoiseModel):
         return ops.log(p)
 
     def log_likelihood_layers(self, observation, signal, name: str = "histogram"):
-        """``log p(x|s)`` as a graph of built-in Keras layers, for exported networks (symbolic tensors only).
-
-        Computes what :meth:`log_likelihood` computes, with layers that load in any Keras 3 process (``.keras``
-        and legacy ``.h5``) and convert to TensorFlow graphs and ONNX: no ``Lambda``, no n2v_tf classes.
-
-        Parameters
-        ----------
-        observation : KerasTensor
-            Noisy values ``x`` in raw units, shape ``(batch, ..., 1)``.
-        signal : KerasTensor
-            Signal samples ``s`` in raw units, shape ``(batch, ..., K)``.
-        name : str
-            Prefix of the layer names (unique within the model).
-
-        Returns
-        -------
-        KerasTensor
-            ``log p(x|s)``, shape ``(batch, ..., K)``.
+        """``log p(x|s)`` as built-in Keras layers; parameters and return as :meth:`_NoiseModel.log_likelihood_layers`.
 
         Notes
         -----
@@ -906,24 +908,7 @@ class GaussianMixtureNoiseModel(_NoiseModel):
         return _gmm_log_likelihood(w, x, s, self.min_signal, self.max_signal, self.min_sigma, self.tol)
 
     def log_likelihood_layers(self, observation, signal, name: str = "gmm"):
-        """``log p(x|s)`` as a graph of built-in Keras layers, for exported networks (symbolic tensors only).
-
-        Computes what :meth:`log_likelihood` computes, with layers that load in any Keras 3 process (``.keras``
-        and legacy ``.h5``) and convert to TensorFlow graphs and ONNX: no ``Lambda``, no n2v_tf classes.
-
-        Parameters
-        ----------
-        observation : KerasTensor
-            Noisy values ``x`` in raw units, shape ``(batch, ..., 1)``.
-        signal : KerasTensor
-            Signal samples ``s`` in raw units, shape ``(batch, ..., K)``.
-        name : str
-            Prefix of the layer names (unique within the model).
-
-        Returns
-        -------
-        KerasTensor
-            ``log p(x|s)``, shape ``(batch, ..., K)``.
+        """``log p(x|s)`` as built-in Keras layers; parameters and return as :meth:`_NoiseModel.log_likelihood_layers`.
 
         Notes
         -----
