@@ -398,7 +398,8 @@ if export_to_bioimageio:
         output_dir / f"{model_name}.bioimage.io.zip", test_img=first, axes="YX",
         name=f"{'N2V2' if use_n2v2 else 'N2V'} denoising {model_name}",
         description=f"{'N2V2' if use_n2v2 else 'N2V'} self-supervised denoising of 2D images (n2v_tf Colab notebook).",
-        authors=[a.strip() for a in authors.split(",") if a.strip()] or ["Anonymous"], overwrite=True)
+        authors=[a.strip() for a in authors.split(",") if a.strip()] or ["Anonymous"], overwrite=True,
+        validate=not QUICK)   # QUICK (testing only) skips the zoo test: tests/test_export.py runs it
     print(f"exported {package} ({package.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s")
 else:
     print("export_to_bioimageio is off: no export")
