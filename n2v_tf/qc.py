@@ -290,17 +290,26 @@ def _history_groups(h: dict[str, np.ndarray], keys: Any) -> tuple[list[list[str]
     return groups, None
 
 
+def _panel_labels(keys: list[str]) -> tuple[str, dict[str, str]]:
+    """Title and line labels of one history panel: a ``[name, val_name]`` pair is 'training and validation name'."""
+    bases = {k.removeprefix("val_") for k in keys}
+    if len(keys) != 2 or len(bases) != 1:
+        return ", ".join(keys), {k: k for k in keys}
+    lines = {k: "validation" if k.startswith("val_") else "training" for k in keys}
+    return f"training and validation {bases.pop().replace('_', ' ')}", lines
+
+
 def _draw_history(container, h: dict[str, np.ndarray], groups: list[list[str]], lr: str | None) -> list:
     from matplotlib.ticker import MaxNLocator
     panels = groups + ([[lr]] if lr is not None else [])
     axes = container.subplots(1, len(panels), squeeze=False)[0]
     for ax, keys in zip(axes, panels):
         positive = True
+        title, line_labels = _panel_labels(keys)
         for k in keys:
             v = h[k]
             epochs = np.arange(1, len(v) + 1)
-            ax.plot(epochs, v, marker="o" if len(v) < 30 else None, markersize=3,
-                    label=("validation" if k == "val_loss" else "training" if k == "loss" else k))
+            ax.plot(epochs, v, marker="o" if len(v) < 30 else None, markersize=3, label=line_labels[k])
             finite = v[np.isfinite(v)]
             positive &= bool(finite.size) and bool((finite > 0).all())
             if k.startswith("val_") and finite.size:
@@ -312,9 +321,8 @@ def _draw_history(container, h: dict[str, np.ndarray], groups: list[list[str]], 
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         is_lr = keys == [lr] and lr is not None
-        ax.set_ylabel("learning rate" if is_lr else "loss" if keys == ["loss", "val_loss"] else ", ".join(keys))
-        ax.set_title("learning rate" if is_lr else "training and validation loss" if "val_loss" in keys
-                     else ", ".join(keys))
+        ax.set_ylabel("learning rate" if is_lr else title.replace("training and validation ", ""))
+        ax.set_title("learning rate" if is_lr else title)
         if not is_lr:
             ax.legend(fontsize="small")
         ax.grid(True, alpha=0.3)

@@ -134,6 +134,13 @@ def test_plot_history_panels_scale_and_png(tmp_path):
     # CSBDeep style: one panel per key group
     fig = plot_history(h, keys=[["loss", "val_loss"], ["n2v_mse"]])
     assert len(fig.axes) == 2 and fig.axes[1].get_lines()[0].get_label() == "n2v_mse"
+    assert fig.axes[1].get_title() == "n2v_mse" and fig.axes[0].get_ylabel() == "loss"
+    # a metric with its validation counterpart gets a readable title and training/validation lines
+    h["val_n2v_mse"] = [1.2, 1.1, 1.0, 1.05]
+    fig = plot_history(h, keys=[["n2v_mse", "val_n2v_mse"]])
+    ax = fig.axes[0]
+    assert ax.get_title() == "training and validation n2v mse" and ax.get_ylabel() == "n2v mse"
+    assert [line.get_label() for line in ax.get_lines()][:2] == ["training", "validation"]
 
 
 def test_plot_history_errors():
