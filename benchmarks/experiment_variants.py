@@ -11,6 +11,9 @@ Variants:
     n2v 0.3.3's network (what n2v_tf builds by default).
 ``bilinear``
     bilinear instead of nearest-neighbour upsampling (CAREamics' ``nn.Upsample(mode="bilinear")``); 2D only.
+    Usable here because every image of a dataset is predicted at one size: with Keras 3.15,
+    ``UpSampling2D(interpolation="bilinear")`` fails once ``predict`` retraces with dynamic spatial sizes
+    (``keras.ops.image.resize`` compares the symbolic size with 0), so the library does not offer it.
 ``torch_init``
     PyTorch's default initialisation of convolutions (kaiming-uniform with a = sqrt(5), i.e. weights and biases
     uniform in +-1/sqrt(fan_in)) instead of Keras' glorot-uniform weights and zero biases.

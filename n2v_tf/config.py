@@ -122,6 +122,9 @@ class N2VConfig(argparse.Namespace):
         Give the decoder's intermediate convolutions ``unet_n_first * 2**level`` filters, as CSBDeep's U-Net,
         CAREamics and n2v's own N2V2 network do (default ``False``: n2v 0.3.3's N2V network, whose
         intermediate decoder convolutions all have ``unet_n_first`` filters, so that its model folders load).
+    batch_norm_momentum : float
+        Momentum of the batch-normalisation moving statistics, in [0, 1) (default 0.99, Keras' and n2v's;
+        PyTorch and CAREamics use 0.9). It changes training only: the weights load into any network.
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
     probabilistic : bool
@@ -181,6 +184,7 @@ class N2VConfig(argparse.Namespace):
         self.blurpool = False
         self.skip_skipone = False
         self.unet_wide_decoder = False
+        self.batch_norm_momentum = 0.99
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800
@@ -266,6 +270,9 @@ class N2VConfig(argparse.Namespace):
         check("n2v_neighborhood_radius", _is_int(self.n2v_neighborhood_radius, 0), "must be an integer >= 0")
         for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder"):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
+        m = self.batch_norm_momentum
+        check("batch_norm_momentum", np.isscalar(m) and not isinstance(m, (str, bool)) and 0 <= float(m) < 1,
+              "must be a number in [0, 1)")
         if self.structN2Vmask is not None:
             try:
                 mask = np.asarray(self.structN2Vmask)
@@ -318,4 +325,6 @@ class N2VConfig(argparse.Namespace):
         """Map a loaded ``config.json`` (n2v 0.3.x or ours) to constructor arguments (CSBDeep hook)."""
         config = dict(config)
         config.pop("allow_new_parameters", None)
+        # folders written before this field existed (n2v 0.3.x included) were trained with this value
+        config.setdefault("batch_norm_momentum", 0.99)
         return config

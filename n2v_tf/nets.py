@@ -56,20 +56,22 @@ def _max_blur_pool(x, n_dim: int, name: str):
     return x
 
 
-def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, name: str, activation: str = "relu"):
+def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, name: str, activation: str = "relu",
+                bn_momentum: float = 0.99):
     conv = _LAYERS[n_dim]["conv"]
     if batch_norm:
         x = conv(n_filter, kern_size, padding="same", kernel_initializer="glorot_uniform", name=name)(x)
-        x = layers.BatchNormalization(name=name + "_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=name + "_bn")(x)
         return layers.Activation(activation, name=name + "_act")(x)
     return conv(n_filter, kern_size, padding="same", kernel_initializer="glorot_uniform", activation=activation,
                 name=name)(x)
 
 
 def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch_norm: bool, blurpool: bool,
-                skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2, wide_decoder: bool = False):
+                skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2, wide_decoder: bool = False,
+                bn_momentum: float = 0.99):
     """The U-Net body of n2v 0.3.3 (same layers, filter counts and names), for 2D and 3D."""
-    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm)
+    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm, bn_momentum=bn_momentum)
     skips = []
     for n in range(n_depth):
         for i in range(n_conv_per_depth):
@@ -101,7 +103,7 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
                batch_norm: bool = True, last_activation: str = "linear", residual: bool = False,
                blurpool: bool = False, skip_skipone: bool = False, single_net_per_channel: bool = True,
                n_out_per_channel: int = 1, n_conv_per_depth: int = 2, wide_decoder: bool = False,
-               name: str = "n2v_unet") -> keras.Model:
+               batch_norm_momentum: float = 0.99, name: str = "n2v_unet") -> keras.Model:
     """Build the N2V / N2V2 U-Net for 2D or 3D images (channels last).
 
     Parameters
@@ -136,6 +138,9 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     wide_decoder : bool
         Intermediate decoder convolutions of level ``n`` get ``n_first * 2**n`` filters (CSBDeep's U-Net,
         CAREamics, n2v's N2V2 network) instead of ``n_first`` (n2v 0.3.3's N2V network, the default).
+    batch_norm_momentum : float
+        Momentum of the batch-normalisation moving statistics (Keras' and n2v's 0.99 by default; PyTorch's and
+        CAREamics' is 0.9). It changes training only, not the layers or weights.
     name : str
         Model name.
 
@@ -174,7 +179,7 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     inp = keras.Input((None,) * n_dim + (n_channel_in,), name="input")
     body = dict(n_dim=n_dim, n_depth=n_depth, n_first=n_first, kern_size=kern_size, batch_norm=batch_norm,
                 blurpool=blurpool, skip_skipone=skip_skipone, n_conv_per_depth=n_conv_per_depth,
-                wide_decoder=wide_decoder)
+                wide_decoder=wide_decoder, bn_momentum=batch_norm_momentum)
     if single_net_per_channel:
         branches = []
         for c in range(n_channel_in):

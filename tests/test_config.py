@@ -78,3 +78,19 @@ def test_json_round_trip_and_n2v_config_loads(tmp_path):
     for folder in FIXTURES.iterdir():
         old = json.loads((folder / "config.json").read_text())
         assert N2VConfig(np.array([]), **old).is_valid(), folder.name
+
+
+def test_batch_norm_momentum_field():
+    X = np.random.default_rng(0).normal(size=(1, 8, 8, 1)).astype(np.float32)
+    assert N2VConfig(X, batch_norm_momentum=0.9).is_valid()
+    with pytest.raises(ValueError, match=r"batch_norm_momentum must be a number in \[0, 1\), got 1.0"):
+        N2VConfig(X, batch_norm_momentum=1.0).validate()
+    assert "batch_norm_momentum" in N2VConfig(X, batch_norm_momentum="0.9").invalid_fields()
+    # a config.json written before the field existed (n2v 0.3.x) loads with the value it was trained with
+    from conftest import FIXTURES
+    old = json.loads(next(iter(sorted(FIXTURES.glob("*/config.json")))).read_text())
+    assert "batch_norm_momentum" not in old
+    assert N2VConfig(None, **N2VConfig.update_loaded_config(old)).batch_norm_momentum == 0.99
+    new = N2VConfig(X, batch_norm_momentum=0.9)
+    again = N2VConfig(None, **N2VConfig.update_loaded_config(json.loads(json.dumps(vars(new)))))
+    assert again.batch_norm_momentum == 0.9

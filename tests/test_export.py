@@ -191,7 +191,7 @@ def test_export_two_channel_structn2v(tmp_path):
     _, b = smooth_image((64, 72), seed=2)
     img = np.stack([a, 2 * b + 10], axis=-1)
     cfg = tiny_config([img], unet_n_first=4, unet_n_depth=1, structN2Vmask=[[0, 1, 1, 1, 0]],
-                      n2v_patch_shape=(32, 32))
+                      n2v_patch_shape=(32, 32), batch_norm_momentum=0.9)
     model = _train(N2V(cfg, "struct_2c", basedir=str(tmp_path / "models")), [img])
     path = export_bioimageio(model, tmp_path / "struct_2c.bioimage.io.zip", test_img=np.moveaxis(img, -1, 0),
                              axes="CYX", authors=["Jane Doe"])

@@ -84,6 +84,17 @@ def test_receptive_field_bound_holds(n_dim, blurpool):
     assert np.abs(changed - c).max() <= r
 
 
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_batch_norm_momentum_reaches_every_batch_norm_layer(n_dim):
+    import keras
+
+    def momenta(model):
+        return {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+    assert momenta(build_unet(n_dim, 1, n_depth=1, n_first=4)) == {0.99}              # Keras' and n2v's default
+    assert momenta(build_unet(n_dim, 2, n_depth=2, n_first=4, batch_norm_momentum=0.9)) == {0.9}
+
+
 SCRIPT = textwrap.dedent("""
     import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
