@@ -1,9 +1,9 @@
 """Experiment (issue 2): which of CAREamics' network choices, if any, explains its lead on the quality benchmark?
 
 Same protocol as ``bench_quality.py`` (N2V uniform_withCP, 1000 steps), one network change at a time, several
-seeds, and both checkpoints (best validation and last epoch) evaluated on the same run. The changes are applied
-to this script's process only, by swapping entries of ``n2v_tf.nets._LAYERS`` and the batch-norm momentum of
-the built model; the library's defaults are untouched.
+seeds, and both checkpoints (best validation and last epoch) evaluated on the same run. Batch-norm momentum and
+decoder width are config fields; upsampling and initialisation, which the library does not offer, are changed in
+this script's process only, by swapping entries of ``n2v_tf.nets._LAYERS``.
 
 Variants:
 
@@ -95,15 +95,12 @@ def run(dataset: str, variant: str, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     ds = qd.load(dataset)
     kw = qd.n2v_config_kwargs("uniform_withCP", 10, 100)
-    config = N2VConfig(ds["X_train"], unet_wide_decoder="wide" in factors, **kw)
+    config = N2VConfig(ds["X_train"], unet_wide_decoder="wide" in factors,
+                       batch_norm_momentum=0.9 if "bn09" in factors else 0.99, **kw)
     tag = f"{variant}_{dataset}_seed{seed}"
     model = N2V(config, f"experiment_variant_{tag}", basedir=str(HERE / "_runs" / "models"), overwrite=True)
     if "torch_init" in factors:
         _torch_biases(model.keras_model, seed)
-    if "bn09" in factors:
-        for layer in model.keras_model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
     t0 = time.perf_counter()
     hist = model.train(ds["X_train"], ds["X_val"], verbose=2)
     train_time = time.perf_counter() - t0

@@ -124,8 +124,7 @@ class N2V(CARE):
                           last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
                           skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel,
                           n_out_per_channel=c.pn2v_samples if c.probabilistic else 1,
-                          wide_decoder=bool(getattr(c, "unet_wide_decoder", False)),
-                          batch_norm_momentum=float(getattr(c, "batch_norm_momentum", 0.99)))
+                          wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum))
 
     def _find_and_load_weights(self, prefer: str = "best") -> None:
         if self.basedir is not None and not any(self.logdir.glob("*.h5")) and not any(self.logdir.glob("*.hdf5")):

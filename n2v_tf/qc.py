@@ -290,13 +290,15 @@ def _history_groups(h: dict[str, np.ndarray], keys: Any) -> tuple[list[list[str]
     return groups, None
 
 
-def _panel_labels(keys: list[str]) -> tuple[str, dict[str, str]]:
-    """Title and line labels of one history panel: a ``[name, val_name]`` pair is 'training and validation name'."""
+def _panel_labels(keys: list[str]) -> tuple[str, str, dict[str, str]]:
+    """Title, y label and line labels of one history panel; a ``[name, val_name]`` pair is 'training and
+    validation name'."""
     bases = {k.removeprefix("val_") for k in keys}
     if len(keys) != 2 or len(bases) != 1:
-        return ", ".join(keys), {k: k for k in keys}
+        return ", ".join(keys), ", ".join(keys), {k: k for k in keys}
+    what = bases.pop().replace("_", " ")
     lines = {k: "validation" if k.startswith("val_") else "training" for k in keys}
-    return f"training and validation {bases.pop().replace('_', ' ')}", lines
+    return f"training and validation {what}", what, lines
 
 
 def _draw_history(container, h: dict[str, np.ndarray], groups: list[list[str]], lr: str | None) -> list:
@@ -305,7 +307,7 @@ def _draw_history(container, h: dict[str, np.ndarray], groups: list[list[str]], 
     axes = container.subplots(1, len(panels), squeeze=False)[0]
     for ax, keys in zip(axes, panels):
         positive = True
-        title, line_labels = _panel_labels(keys)
+        title, ylabel, line_labels = _panel_labels(keys)
         for k in keys:
             v = h[k]
             epochs = np.arange(1, len(v) + 1)
@@ -321,7 +323,7 @@ def _draw_history(container, h: dict[str, np.ndarray], groups: list[list[str]], 
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         is_lr = keys == [lr] and lr is not None
-        ax.set_ylabel("learning rate" if is_lr else title.replace("training and validation ", ""))
+        ax.set_ylabel("learning rate" if is_lr else ylabel)
         ax.set_title("learning rate" if is_lr else title)
         if not is_lr:
             ax.legend(fontsize="small")
