@@ -21,7 +21,7 @@ from .qc import (autocorrelation, plot_before_after, plot_history, plot_orthogon
 _LAZY = {
     "N2V": "models",
     "N2V_DataGenerator": "data", "N2VSequence": "data", "validation_data": "data",
-    "guess_axes": "data", "load_images": "data", "check_images": "data",
+    "guess_axes": "io", "load_images": "io", "check_images": "io",
     "n2v_mse": "losses", "n2v_abs": "losses", "loss_mse": "losses", "loss_mae": "losses",
     "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
     "HistogramNoiseModel": "noise_models", "GaussianMixtureNoiseModel": "noise_models",

@@ -41,8 +41,6 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 PROG = "n2v-tf"
-#: File name endings searched for in input folders.
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 #: Default training patch shapes (clipped to the image size).
 DEFAULT_PATCH = {2: (64, 64), 3: (32, 64, 64)}
 #: Architecture and masking of the presets (on top of the N2VConfig defaults).
@@ -65,23 +63,12 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------- input files and axes
 
 def collect_files(inputs: Sequence[str]) -> list[Path]:
-    """Expand files and folders (their ``*.tif``, ``*.tiff``, ``*.png``, sorted) into a list of files."""
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise CLIError(f"folder '{p}' contains no images (*.tif, *.tiff, *.png)")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise CLIError(f"input '{p}' does not exist (no such file or folder)")
-    unique: dict[Path, Path] = {}
-    for f in files:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
+    """Expand files, folders and glob patterns into a list of files (:func:`n2v_tf.io.collect_files`)."""
+    from .io import collect_files as _collect
+    try:
+        return _collect(list(inputs))
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e).replace("load_images: ", "")) from None
 
 
 def parse_axes(axes: str) -> str:
@@ -96,16 +83,7 @@ def parse_axes(axes: str) -> str:
 
 def read_checked(path: Path, axes: str) -> np.ndarray:
     """Read an image and check that it has one dimension per letter of ``axes``."""
-    from .data import read_image
-    try:
-        img = read_image(str(path))
-    except FileNotFoundError:
-        raise CLIError(f"cannot read '{path}': file not found") from None
-    except (ValueError, OSError) as e:
-        raise CLIError(f"cannot read '{path}' as an image: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                       ) from None
-    if not np.issubdtype(img.dtype, np.number) or img.dtype == np.bool_:
-        raise CLIError(f"'{path}': unsupported pixel type {img.dtype}")
+    img = _read_numeric(path)
     if img.ndim != len(axes):
         hint = ""
         if img.ndim == len(axes) + 1 and img.shape[-1] in (3, 4) and "C" not in axes:
@@ -875,9 +853,11 @@ def cmd_noise_model(args: argparse.Namespace) -> int:
 
 def _read_numeric(path: Path) -> np.ndarray:
     """Read an image file and check that it holds numbers (CLIError otherwise)."""
-    from .data import read_image
+    from .io import read_image
     try:
         img = read_image(str(path))
+    except FileNotFoundError:
+        raise CLIError(f"cannot read '{path}': file not found") from None
     except (ValueError, OSError) as e:
         raise CLIError(f"cannot read '{path}' as an image: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                        ) from None

@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from n2v_tf import check_images, guess_axes, load_images
-from n2v_tf import data as data_module
+from n2v_tf import io as data_module  # file reading moved from data to io
 
 
 def ramp(shape, dtype=np.uint16):

@@ -1,0 +1,734 @@
+"""Image files: reading (TIFF with ImageJ/OME axes, PNG/JPEG, ``.npy``), folders and glob patterns, axes, checks,
+TIFF metadata and writing that never leaves a half-written file. No Keras/TensorFlow import.
+
+Everything that touches image files lives here, so that ``data`` (training data), ``models`` (prediction) and
+``cli`` (command line) share one suffix list, one axes logic and one way of writing files:
+
+- :func:`read_image`, :func:`load_images`, :func:`guess_axes`, :func:`check_images`: reading and checking;
+- :func:`collect_files`: folders and glob patterns -> files, with :data:`IMAGE_EXTENSIONS`;
+- :func:`atomic_path`, :func:`write_text_atomic`: write to a temporary name in the target folder, rename when
+  complete (a crash or Ctrl-C never leaves a truncated file under the final name);
+- :func:`read_tiff_metadata`, :func:`write_tiff`: keep a TIFF's axes, pixel size and ImageJ/OME calibration
+  from input to output.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "atomic_path",
+    "check_images",
+    "collect_files",
+    "guess_axes",
+    "load_images",
+    "read_image",
+    "read_tiff_metadata",
+    "to_dtype",
+    "write_text_atomic",
+    "write_tiff",
+]
+
+logger = logging.getLogger("n2v_tf")
+
+#: File name endings of images read from a folder (case-insensitive), by the library and by the CLI.
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+
+
+# --------------------------------------------------------------------------- writing without half-written files
+
+def _suffixes(name: str) -> str:
+    """The ending that names a format: ``'.weights.h5'``, ``'.ome.tif'``, ``'.bioimage.io.zip'`` or the last suffix."""
+    lower = name.lower()
+    for multi in (".weights.h5", ".ome.tiff", ".ome.tif", ".bioimage.io.zip", ".ome.zarr"):
+        if lower.endswith(multi):
+            return name[-len(multi):]
+    return Path(name).suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` when the block completes.
+
+    The temporary file keeps the format ending of ``path`` (``.h5``, ``.weights.h5``, ``.tif``, ...) so that
+    writers that choose the format by the file name behave the same. If the block raises (an error, a full disk,
+    ``KeyboardInterrupt``), the temporary file is removed and a previous file at ``path`` stays untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final file.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / 'out.txt'
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text('complete')
+    >>> target.read_text()
+    'complete'
+    """
+    path = Path(path)
+    end = _suffixes(path.name)
+    stem = path.name[:len(path.name) - len(end)] if end else path.name
+    tmp = path.with_name(f".{stem}.partial-{os.getpid()}{end}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (UTF-8) under a temporary name and rename it to ``path`` when complete."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------- reading
+
+_AXES_LETTERS = "STZYXC"
+#: Below these sizes (pixels) :func:`check_images` warns that an image is tiny.
+TINY_SIZE = {"Z": 16, "Y": 64, "X": 64}
+#: Above this size in float32 (bytes) :func:`check_images` warns that an image is huge.
+HUGE_BYTES = 2 * 1024 ** 3
+
+
+def _check_axes_string(axes: object, name: str = "axes") -> str:
+    """An axes string of the letters S, T, Z, Y, X, C (each once, with Y and X), upper-case."""
+    if not isinstance(axes, str):
+        raise TypeError(f"{name} must be a string such as 'YX', 'ZYX' or 'YXC', got {type(axes).__name__} {axes!r}")
+    a = axes.strip().upper()
+    if (set(a) - set(_AXES_LETTERS) or len(set(a)) != len(a) or not {"Y", "X"} <= set(a)
+            or ("S" in a and "T" in a)):
+        raise ValueError(f"{name}={axes!r} is invalid: use the letters S (or T), Z, Y, X, C, each at most once, "
+                         "including Y and X (e.g. 'YX', 'ZYX', 'YXC', 'SYX', 'ZCYX')")
+    return a
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF (``tifffile``), a PNG/JPEG (Pillow) or a ``.npy`` file as a NumPy array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File path.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file cannot be read as an image (corrupt, truncated, not an image, or empty); the message names it.
+    """
+    ext = os.path.splitext(str(path))[1].lower()
+    try:
+        if ext in (".tif", ".tiff"):
+            arr = tifffile.imread(path)
+        elif ext == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from PIL import Image
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # unreadable or corrupt file: say which one
+        raise ValueError(f"cannot read image file {str(path)!r}: {e}") from e
+    if arr.size == 0:
+        raise ValueError(f"image file {str(path)!r} holds no pixels (shape {arr.shape})")
+    return arr
+
+
+def guess_axes(shape: Sequence[int] | np.ndarray, n_channel_max: int = 4) -> str:
+    """Guess the axes of an image from its shape.
+
+    Parameters
+    ----------
+    shape : sequence of int or numpy.ndarray
+        The image shape (or the image itself).
+    n_channel_max : int
+        A last axis of at most this many entries is taken for colour channels (C).
+
+    Returns
+    -------
+    str
+        The guessed axes, by the number of dimensions:
+
+        - 2: ``'YX'``;
+        - 3: ``'YXC'`` if the last axis has at most ``n_channel_max`` entries (e.g. an RGB image),
+          else ``'ZYX'`` (a Z stack);
+        - 4: ``'ZYXC'`` if the last axis is small, else ``'SZYX'`` (several Z stacks);
+        - 5: ``'SZYXC'`` if the last axis is small, else ``'SZCYX'`` (ImageJ's hyperstack order
+          TZCYX, with T as the sample axis).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 or more than 5 dimensions, or ``n_channel_max`` < 1.
+
+    Notes
+    -----
+    A guess from the shape alone cannot tell a Z stack from a time series or from a set of 2D
+    images (``'ZYX'`` vs ``'TYX'``/``'SYX'``), nor a 3-slice stack ``(3, Y, X)`` from a
+    channel-first RGB image: pass the axes explicitly when the guess is wrong. The guess is logged
+    (logger ``'n2v_tf'``, level INFO).
+
+    Examples
+    --------
+    >>> guess_axes((512, 512, 3))
+    'YXC'
+    >>> guess_axes((40, 512, 512))
+    'ZYX'
+    """
+    if isinstance(shape, np.ndarray):
+        shape = shape.shape
+    shape = tuple(int(s) for s in shape)
+    if isinstance(n_channel_max, bool) or not isinstance(n_channel_max, (int, np.integer)) or n_channel_max < 1:
+        raise ValueError(f"guess_axes: n_channel_max must be an int >= 1, got {n_channel_max!r}")
+    nd = len(shape)
+    if nd < 2 or nd > 5:
+        raise ValueError(f"guess_axes: cannot guess axes for {nd} dimension(s) (shape {shape}): images have 2 to 5 "
+                         "dimensions (e.g. YX, ZYX, YXC, ZYXC, SZYXC)")
+    small = shape[-1] <= n_channel_max
+    if nd == 2:
+        axes, why = "YX", "a 2D image"
+    elif nd == 3:
+        axes, why = (("YXC", f"the last axis has {shape[-1]} <= {n_channel_max} entries: colour channels") if small
+                     else ("ZYX", f"the last axis has {shape[-1]} > {n_channel_max} entries: a Z stack"))
+    elif nd == 4:
+        axes, why = (("ZYXC", f"a Z stack with {shape[-1]} channel(s) last") if small
+                     else ("SZYX", "several Z stacks"))
+    else:
+        axes, why = (("SZYXC", f"several Z stacks with {shape[-1]} channel(s) last") if small
+                     else ("SZCYX", "ImageJ's hyperstack order TZCYX"))
+    logger.info("guessed axes %r from shape %s (%s)", axes, shape, why)
+    return axes
+
+
+def collect_files(source: str | os.PathLike | Sequence[str | os.PathLike], pattern: str | None = None) -> list[Path]:
+    """Expand a folder, a glob pattern, a file, or a list of them into image files (sorted per item).
+
+    Parameters
+    ----------
+    source : str or os.PathLike or list of them
+        Folders (their files ending in one of :data:`IMAGE_EXTENSIONS`, hidden files skipped), glob patterns
+        (``'data/*.tif'``) or files (taken as given).
+    pattern : str, optional
+        For folders: a glob pattern of the files to take instead of the suffix list.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Each file once, in the order given (sorted within a folder or pattern).
+
+    Raises
+    ------
+    FileNotFoundError
+        A file or folder does not exist.
+    ValueError
+        A folder or pattern matches no image file, or ``source`` is empty.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        items = [source]
+    elif isinstance(source, Sequence) and not isinstance(source, bytes):
+        items = list(source)
+        if not items:
+            raise ValueError("load_images: source is an empty list; give a folder, a glob pattern such as "
+                             "'data/*.tif', a file, or a list of files")
+    else:
+        raise TypeError(f"load_images: source must be a folder, a glob pattern, a file or a list of files, "
+                        f"got {type(source).__name__}")
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"load_images: pattern must be a glob string such as '*.tif', got {pattern!r}")
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            if pattern:
+                found = sorted(f for f in p.glob(pattern) if f.is_file() and not f.name.startswith("."))
+            else:
+                found = sorted(f for f in p.iterdir()
+                               if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            if not found:
+                what = (f"matching pattern {pattern!r}" if pattern
+                        else f"(read: {', '.join('*' + e for e in IMAGE_EXTENSIONS)})")
+                raise ValueError(f"load_images: no image files in folder '{p}' {what}: it contains no images; "
+                                 "check the path, or copy the images there")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        elif any(c in str(item) for c in "*?["):
+            found = sorted(Path(f) for f in glob.glob(str(item)) if os.path.isfile(f))
+            if not found:
+                raise ValueError(f"load_images: no files match the pattern '{item}'")
+            files += found
+        else:
+            raise FileNotFoundError(f"load_images: '{p}' does not exist (no such file or folder)")
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def _tiff_axes(raw: str, shape: tuple[int, ...], path: Path) -> tuple[str, str | None]:
+    """Map tifffile's series axes to n2v_tf letters; returns ``(axes, note)``, ``note`` saying what was assumed."""
+    out: list[str | None] = []
+    notes = []
+    for a in raw:
+        if a in "ZYXCT":
+            out.append(a)
+        elif a == "S":                                  # samples per pixel: RGB(A)
+            if "C" in raw:
+                raise ValueError(f"load_images: '{path}' has both colour samples and channels (TIFF axes {raw!r}, "
+                                 f"shape {shape}); pass axes=... explicitly")
+            out.append("C")
+        elif a == "I":                                  # a sequence of pages without a meaning
+            letter = "Z" if "Z" not in raw else ("T" if "T" not in raw else "S")
+            out.append(letter)
+            notes.append(f"its page axis is taken as {letter}")
+        elif a == "Q":                                  # unknown axis
+            out.append(None)
+        else:
+            raise ValueError(f"load_images: '{path}' has the TIFF axes {raw!r} (shape {shape}), whose {a!r} axis "
+                             "n2v_tf does not know; pass axes=... explicitly (letters S/T, Z, Y, X, C)")
+    if None in out:
+        guess = guess_axes(shape)
+        for i, a in enumerate(out):
+            if a is None:
+                out[i] = guess[i] if guess[i] not in out else next(c for c in "ZSTC" if c not in out)
+        notes.append(f"guessed from the shape {shape}")
+    axes = "".join(out)  # type: ignore[arg-type]
+    try:
+        axes = _check_axes_string(axes, "axes")
+    except ValueError:
+        raise ValueError(f"load_images: cannot make sense of the TIFF axes {raw!r} of '{path}' (shape {shape}); "
+                         "pass axes=... explicitly") from None
+    return axes, (f"'{path}' does not store the meaning of all its axes (TIFF axes {raw!r}): " + ", ".join(notes)
+                  if notes else None)
+
+
+def _read_with_axes(path: Path) -> tuple[np.ndarray, str | None, str | None]:
+    """Read an image; return ``(array, axes or None, note)``: the axes the file stores or implies."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                arr = series.asarray()
+                raw = series.axes
+                n_series = len(tif.series)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # corrupt or not a TIFF: say which file
+            raise ValueError(f"load_images: cannot read '{path}' as a TIFF image: {e}") from e
+        if n_series > 1:
+            logger.info("'%s' holds %d image series; reading the first one (axes %r, shape %s)", path, n_series,
+                        raw, arr.shape)
+        if len(raw) != arr.ndim:
+            return arr, None, f"'{path}': TIFF axes {raw!r} do not fit the shape {arr.shape}"
+        axes, note = _tiff_axes(raw, arr.shape, path)
+        return arr, axes, note
+    try:
+        arr = read_image(str(path))
+    except ValueError as e:
+        raise ValueError(f"load_images: cannot read '{path}' as an image ({e})") from e
+    if arr.ndim == 2:
+        return arr, "YX", None
+    if arr.ndim == 3 and arr.shape[-1] <= 4:
+        return arr, "YXC", None
+    return arr, None, None
+
+
+def load_images(source: str | os.PathLike | Sequence[str | os.PathLike], axes: str | None = None,
+                pattern: str | None = None) -> tuple[list[np.ndarray], str]:
+    """Read images from a folder, a glob pattern, a file, or a list of files, with their axes.
+
+    Parameters
+    ----------
+    source : str or os.PathLike or list of them
+        A folder (its ``*.tif``, ``*.tiff``, ``*.png``, ``*.jpg``, ``*.jpeg`` files, sorted by name;
+        hidden files skipped), a glob pattern (``'data/*_noisy.tif'``), an image file, or a list of
+        any of these.
+    axes : str, optional
+        The axes of every file, e.g. ``'YX'``, ``'ZYX'``, ``'YXC'``, ``'TYX'``, ``'ZCYX'``
+        (letters S or T, Z, Y, X, C). Default: read from the files (see Notes), else guessed with
+        :func:`guess_axes`.
+    pattern : str, optional
+        For folders: a glob pattern of the files to read, e.g. ``'*_noisy.tif'`` (default: all files
+        with the endings above).
+
+    Returns
+    -------
+    images : list of numpy.ndarray
+        One array per file, in the file's own axis order and dtype (not converted).
+    axes : str
+        The axes of the arrays.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file or folder does not exist.
+    ValueError
+        A folder without image files (naming the folder and the endings read), a pattern without
+        matches, an unreadable file (naming it), ``axes`` whose length differs from a file's number of
+        dimensions (naming the file, its shape and the axes), or files with different axes.
+
+    Notes
+    -----
+    TIFF files are read with ``tifffile`` (the first image series) and their axes taken from the
+    file: ImageJ hyperstacks and OME-TIFF store them (e.g. ``'ZCYX'``); tifffile's letters are
+    mapped to n2v_tf's: ``S`` (RGB samples) -> ``C``, ``I`` (a plain page sequence) -> ``Z`` (if
+    there is no Z, else ``T``), ``Q`` (unknown) -> guessed from the shape. PNG/JPEG files
+    (Pillow) are ``'YX'`` or, in colour, ``'YXC'``. Whatever is assumed or guessed is logged as a
+    warning (logger ``'n2v_tf'``) with the sentence to change it; pass ``axes`` to be explicit.
+
+    Examples
+    --------
+    >>> images, axes = load_images("data/noisy/")            # doctest: +SKIP
+    >>> print(check_images(images, axes, n_dim=2))           # doctest: +SKIP
+    """
+    files = collect_files(source, pattern)
+    given = None if axes is None else _check_axes_string(axes, "axes")
+    images: list[np.ndarray] = []
+    found: list[tuple[Path, str | None, str | None]] = []
+    for f in files:
+        if given is not None and f.suffix.lower() not in (".tif", ".tiff"):
+            try:
+                arr, fax, note = read_image(str(f)), None, None
+            except ValueError as e:
+                raise ValueError(f"load_images: cannot read '{f}' as an image ({e})") from e
+        else:
+            arr, fax, note = _read_with_axes(f)
+        if given is not None and arr.ndim != len(given):
+            hint = (f"; for colour channels add C, e.g. axes='{given}C'"
+                    if arr.ndim == len(given) + 1 and arr.shape[-1] <= 4 and "C" not in given else "")
+            raise ValueError(f"load_images: axes={given!r} has {len(given)} letter(s), but '{f}' has {arr.ndim} "
+                             f"dimension(s), shape {arr.shape}{hint}")
+        images.append(arr)
+        found.append((f, fax, note))
+    if given is not None:
+        logger.info("read %d image(s) with axes %r", len(images), given)
+        return images, given
+    resolved = []
+    for (f, fax, note), arr in zip(found, images):
+        if fax is None:
+            fax = guess_axes(arr.shape)
+            note = (f"{note}; " if note else f"'{f}' does not store its axes: ") + f"guessed from the shape {arr.shape}"
+        resolved.append((f, fax, note))
+    first_f, first_axes, _ = resolved[0]
+    for f, fax, _ in resolved[1:]:
+        if fax != first_axes:
+            raise ValueError(f"load_images: the images have different axes: '{first_f}' has {first_axes!r} (shape "
+                             f"{images[0].shape}), '{f}' has {fax!r}; load them separately, or pass axes=... if they "
+                             "are the same kind of image")
+    notes = [n for _, _, n in resolved if n]
+    if notes:
+        logger.warning("Axes %r: %s%s. If this is wrong, pass axes=... (e.g. 'TYX' or 'SYX' for a time series or "
+                       "a set of 2D images, 'ZYX' for a Z stack, 'YXC' for colour).", first_axes, notes[0],
+                       f" (and {len(notes) - 1} more file(s))" if len(notes) > 1 else "")
+    else:
+        logger.info("read %d image(s); axes %r from the files", len(images), first_axes)
+    return images, first_axes
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def check_images(images: np.ndarray | Sequence[np.ndarray], axes: str | None, n_dim: int,
+                 names: Sequence[str] | None = None, channels: int | None = None, allow_mixed_sizes: bool = False,
+                 min_size: int | Sequence[int] | None = None) -> str:
+    """Check images before training; raise with a sentence saying what to change, or summarise them.
+
+    Parameters
+    ----------
+    images : list of numpy.ndarray
+        The images (e.g. from :func:`load_images`); a single array is one image.
+    axes : str or None
+        Their axes, e.g. ``'YX'``, ``'ZYX'``, ``'YXC'``, ``'SYX'``; None: guessed from the first
+        image's shape with :func:`guess_axes`.
+    n_dim : int
+        2 for a 2D model (axes without Z), 3 for a 3D model (axes with Z).
+    names : list of str, optional
+        One name per image (e.g. the file names) for the messages; default ``'image 0'``, ...
+    channels : int, optional
+        Channels the model expects (1: grayscale); None: any, but the same for all images.
+    allow_mixed_sizes : bool
+        Accept images of different sizes (training crops random patches, so that works).
+    min_size : int or sequence of int, optional
+        Smallest size along each spatial axis (e.g. the training patch shape), one number for all
+        axes or one per spatial axis (in the order of ``axes``).
+
+    Returns
+    -------
+    str
+        A short summary to print: count, shape(s), dtype, axes and value range.
+
+    Raises
+    ------
+    ValueError
+        With one actionable sentence: no images; an image whose dimensions do not fit ``axes``;
+        non-numeric or mixed dtypes; a 3D stack given for a 2D model (``n_dim=2`` but axes with Z,
+        also when guessed); a 2D image given for a 3D model; an RGB image where grayscale
+        (``channels=1``) is expected; other channel mismatches; NaN or infinite values; mixed sizes
+        (unless ``allow_mixed_sizes``); an image smaller than ``min_size`` (naming it).
+
+    Warns
+    -----
+    UserWarning
+        Tiny images (fewer than 64 pixels along Y or X, fewer than 16 along Z): little to learn from,
+        and the patch must shrink; huge images (over 2 GiB in float32): predict them with
+        ``n_tiles``; constant images (a single value): probably blank frames.
+    """
+    if isinstance(images, np.ndarray):
+        images = [images]
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        raise TypeError(f"check_images: images must be a list of arrays, got {type(images).__name__}")
+    if len(images) == 0:
+        raise ValueError("check_images: no images (the list is empty): check the data folder and the file "
+                         f"pattern; n2v_tf reads {', '.join('*' + e for e in IMAGE_EXTENSIONS)}")
+    if n_dim not in (2, 3) or isinstance(n_dim, bool):
+        raise ValueError(f"check_images: n_dim must be 2 (2D model) or 3 (3D model), got {n_dim!r}")
+    arrays = [np.asarray(im) for im in images]
+    if names is None:
+        names = [f"image {i}" for i in range(len(arrays))]
+    elif isinstance(names, str) or len(names) != len(arrays):
+        raise ValueError(f"check_images: names must be a list of {len(arrays)} name(s), one per image, got {names!r}")
+    names = [str(n) for n in names]
+    guessed = axes is None
+    if guessed:
+        for a, n in zip(arrays[1:], names[1:]):
+            if a.ndim != arrays[0].ndim:
+                raise ValueError(f"check_images: the images have different numbers of dimensions ({names[0]}: shape "
+                                 f"{arrays[0].shape}, {n}: shape {a.shape}); give images of one kind")
+        axes = guess_axes(arrays[0].shape)
+    else:
+        axes = _check_axes_string(axes, "axes")
+    how = " (guessed from the shape)" if guessed else ""
+    for a, n in zip(arrays, names):
+        if a.ndim != len(axes):
+            raise ValueError(f"check_images: {n} has {a.ndim} dimension(s), shape {a.shape}, but axes {axes!r} has "
+                             f"{len(axes)} letter(s); give one axes letter per dimension")
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise ValueError(f"check_images: {n} has dtype {a.dtype}; images must hold real numbers (integers or "
+                             "floats)")
+    a0, n0 = arrays[0], names[0]
+    if n_dim == 2 and "Z" in axes:
+        slices = f"{a0.shape[axes.index('Z')]} Z slices"
+        alt = (f"to train a 2D model on its slices use axes {axes.replace('Z', 'S')!r}" if not set("ST") & set(axes)
+               else "to train a 2D model give single 2D images")
+        raise ValueError(f"check_images: a 3D stack was passed as 2D data: {n0} has axes {axes!r}{how}, shape "
+                         f"{a0.shape} ({slices}); for a 3D model set n_dim=3, or {alt}")
+    if n_dim == 3 and "Z" not in axes:
+        raise ValueError(f"check_images: a 2D image was given where 3D stacks are expected: {n0} has axes {axes!r}"
+                         f"{how}, shape {a0.shape}, without a Z axis; use n_dim=2 for 2D images, or give axes with Z "
+                         "(e.g. 'ZYX') if the images are stacks")
+    n_ch = [a.shape[axes.index("C")] if "C" in axes else 1 for a in arrays]
+    if channels is not None:
+        for a, n, c in zip(arrays, names, n_ch):
+            if channels == 1 and c in (3, 4):
+                raise ValueError(f"check_images: {n} is an RGB image (axes {axes!r}{how}, shape {a.shape}, {c} colour "
+                                 "channels) but grayscale images (channels=1) are expected: convert to grayscale "
+                                 f"(e.g. img.mean(axis={axes.index('C')})) or train a {c}-channel model")
+            if c != channels:
+                raise ValueError(f"check_images: {n} has {c} channel(s) (axes {axes!r}{how}, shape {a.shape}), "
+                                 f"but channels={channels} are expected")
+    for a, n, c in zip(arrays[1:], names[1:], n_ch[1:]):
+        if c != n_ch[0]:
+            raise ValueError(f"check_images: the images have different channel counts ({n0}: {n_ch[0]}, {n}: {c}); "
+                             "give images with the same channels")
+    for a, n in zip(arrays[1:], names[1:]):
+        if a.dtype != a0.dtype:
+            raise ValueError(f"check_images: the images have different dtypes ({a0.dtype} in {n0}, {a.dtype} in {n}): "
+                             "convert them to one type, e.g. images = [im.astype('float32') for im in images]")
+    for a, n in zip(arrays, names):
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise ValueError(f"check_images: {n} contains {int((~np.isfinite(a)).sum())} NaN or infinite value(s): "
+                             "replace them (e.g. np.nan_to_num(img, nan=np.nanmedian(img))) or leave the image out")
+    spatial = [i for i, c in enumerate(axes) if c in "ZYX"]
+    sizes = [tuple(a.shape[i] for i in spatial) for a in arrays]
+    if not allow_mixed_sizes:
+        for s, n in zip(sizes[1:], names[1:]):
+            if s != sizes[0]:
+                raise ValueError(f"check_images: the images have different sizes ({n0}: {_shape_str(sizes[0])}, {n}: "
+                                 f"{_shape_str(s)} along {''.join(axes[i] for i in spatial)}): crop them to one size, "
+                                 "or set allow_mixed_sizes=True: training accepts images of different sizes")
+    if min_size is not None:
+        ms = [min_size] * len(spatial) if np.ndim(min_size) == 0 else list(min_size)
+        if len(ms) != len(spatial) or not all(isinstance(m, (int, np.integer)) and m >= 1 for m in ms):
+            raise ValueError(f"check_images: min_size must be an int >= 1 or one per spatial axis "
+                             f"({''.join(axes[i] for i in spatial)}), got {min_size!r}")
+        for s, n in zip(sizes, names):
+            for size, m, i in zip(s, ms, spatial):
+                if size < m:
+                    raise ValueError(f"check_images: {n} is {size} px along {axes[i]}, smaller than the minimum {m} "
+                                     "(the training patch): use larger images, or a smaller patch")
+    for a, n, s in zip(arrays, names, sizes):
+        small = [f"{size} px along {axes[i]}" for size, i in zip(s, spatial) if size < TINY_SIZE[axes[i]]]
+        if small:
+            warnings.warn(f"{n} is tiny ({', '.join(small)}): N2V learns from many pixels, and the training patch "
+                          "must fit in the image; use larger images if you have them", stacklevel=2)
+        if a.size * 4 > HUGE_BYTES:
+            warnings.warn(f"{n} is huge ({a.size * 4 / 1024 ** 3:.1f} GiB in float32, shape {a.shape}): predict it "
+                          "with n_tiles (e.g. n_tiles=(4, 4)) to fit in memory", stacklevel=2)
+        if a.size and a.min() == a.max():
+            warnings.warn(f"{n} has a single value ({a.flat[0]}) everywhere: is it a blank frame? Leave it out",
+                          stacklevel=2)
+    shapes = sorted({a.shape for a in arrays})
+    shape_txt = (f"shape {_shape_str(shapes[0])}" if len(shapes) == 1 else
+                 f"{len(shapes)} different shapes ({', '.join(_shape_str(s) for s in shapes[:3])}"
+                 f"{', ...' if len(shapes) > 3 else ''})")
+    lo = min(float(a.min()) for a in arrays if a.size) if any(a.size for a in arrays) else float("nan")
+    hi = max(float(a.max()) for a in arrays if a.size) if any(a.size for a in arrays) else float("nan")
+    channels_txt = f", {n_ch[0]} channel(s)" if "C" in axes else ""
+    return (f"{len(arrays)} image(s), axes {axes}{how}, {shape_txt}{channels_txt}, dtype {a0.dtype}, "
+            f"values {lo:.6g} to {hi:.6g}")
+
+
+# --------------------------------------------------------------------------- TIFF metadata and writing
+
+_OME_NS = {"ome": "http://www.openmicroscopy.org/Schemas/OME/2016-06"}
+
+
+def read_tiff_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The calibration of a TIFF file that an output should keep.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TIFF file; other files give an empty dict.
+
+    Returns
+    -------
+    dict
+        ``axes`` (tifffile's series axes, e.g. ``'ZYX'``), ``kind`` (``'imagej'``, ``'ome'`` or ``'tiff'``),
+        ``resolution`` (pixels per unit in X and Y, as the TIFF tags store it) and ``resolutionunit``, ``imagej``
+        (the ImageJ entries ``spacing``, ``unit``, ``finterval``, ``frames``-independent ones), ``ome`` (the
+        ``Pixels`` attributes ``PhysicalSizeX/Y/Z`` and their units, ``TimeIncrement``): whatever the file has.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return {}
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        page = tif.pages[0]
+        meta: dict[str, Any] = {"axes": series.axes, "kind": "tiff"}
+        tags = page.tags
+        if "XResolution" in tags and "YResolution" in tags:
+            meta["resolution"] = (tags["XResolution"].value, tags["YResolution"].value)
+            if "ResolutionUnit" in tags:
+                meta["resolutionunit"] = int(tags["ResolutionUnit"].value)
+        if tif.is_imagej and tif.imagej_metadata:
+            meta["kind"] = "imagej"
+            keep = ("spacing", "unit", "finterval", "fps", "xorigin", "yorigin", "zorigin", "yunit", "zunit",
+                    "tunit", "loop")
+            meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if k in keep}
+        elif tif.is_ome and tif.ome_metadata:
+            meta["kind"] = "ome"
+            try:
+                root = ET.fromstring(tif.ome_metadata)
+                pixels = root.find(".//ome:Pixels", _OME_NS)
+                if pixels is None:  # another schema version: match the tag's local name
+                    pixels = next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
+            except ET.ParseError:
+                pixels = None
+            ome = {}
+            if pixels is not None:
+                for key in ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeZ", "TimeIncrement"):
+                    if key in pixels.attrib:
+                        ome[key] = float(pixels.attrib[key])
+                    if key + "Unit" in pixels.attrib:
+                        ome[key + "Unit"] = pixels.attrib[key + "Unit"]
+            meta["ome"] = ome
+    return meta
+
+
+def to_dtype(img: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """Convert a prediction to ``dtype``: integers are rounded and clipped to the type's range.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Float image.
+    dtype : str or numpy.dtype
+        Target type (e.g. ``'float32'``, ``'uint16'``).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(img), info.min, info.max).astype(dtype)
+    if dtype.kind == "f":
+        return img.astype(dtype, copy=False)
+    raise ValueError(f"dtype must be a float or integer type, got {dtype}")
+
+
+def write_tiff(path: str | os.PathLike, img: np.ndarray, axes: str | None = None,
+               metadata: dict[str, Any] | None = None) -> None:
+    """Write a TIFF with the calibration of :func:`read_tiff_metadata`, under a temporary name first.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file.
+    img : numpy.ndarray
+        The image, with the axes of ``metadata['axes']`` (the input file's) or ``axes``.
+    axes : str, optional
+        Axes stored when ``metadata`` has none.
+    metadata : dict, optional
+        From :func:`read_tiff_metadata` of the input: an ImageJ input gives an ImageJ hyperstack (with
+        ``spacing``, ``unit``, ``finterval`` and the resolution), an OME-TIFF input an OME-TIFF with its physical
+        pixel sizes, a plain TIFF a TIFF with its resolution tags.
+
+    Notes
+    -----
+    ImageJ hyperstacks hold 8/16-bit integers or float32; other types are written as a plain TIFF (with a
+    warning), and so is an image whose shape no longer fits the ImageJ axes.
+    """
+    meta = dict(metadata or {})
+    file_axes = meta.get("axes") or axes
+    kwargs: dict[str, Any] = {}
+    if "resolution" in meta:
+        kwargs["resolution"] = meta["resolution"]
+        if "resolutionunit" in meta:
+            kwargs["resolutionunit"] = meta["resolutionunit"]
+    kind = meta.get("kind", "tiff")
+    if kind == "imagej" and img.dtype not in (np.uint8, np.uint16, np.float32):
+        warnings.warn(f"{path}: ImageJ hyperstacks cannot hold {img.dtype}; writing a plain TIFF", stacklevel=2)
+        kind = "tiff"
+    if file_axes is not None and len(file_axes) != img.ndim:
+        kind, file_axes = "tiff", axes
+    if kind == "imagej":
+        kwargs.update(imagej=True, metadata={"axes": file_axes, **meta.get("imagej", {})})
+    elif kind == "ome":
+        kwargs.update(ome=True, metadata={"axes": file_axes, **meta.get("ome", {})})
+    else:
+        kwargs["metadata"] = {"axes": file_axes} if file_axes else None
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, img, **kwargs)
