@@ -384,5 +384,6 @@ def plot_autocorrelation(acf: np.ndarray, mask: np.ndarray | None = None, path: 
     if title:
         fig.suptitle(title)
     if path is not None:
-        fig.savefig(path, dpi=120)
+        from .io import savefig_atomic
+        savefig_atomic(fig, path, dpi=120)
     return fig

@@ -351,7 +351,6 @@ def _output_path(outdir: Path, f: Path) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import tifffile
     from tqdm.auto import tqdm
     files = collect_files(args.inputs)
     model = load_model(args.model_dir, args.name)
@@ -387,20 +386,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except ImportError:
             raise CLIError('--qc needs matplotlib: pip install "n2v_tf[plot]"') from None
     outdir.mkdir(parents=True, exist_ok=True)
-    first = None
+    first, skipped = None, []
     for f, out in zip(tqdm(files, desc="Denoising", unit="file", file=sys.stderr), outputs):
-        img = read_checked(f, axes)
-        if args.n_tiles is not None and len(args.n_tiles) != img.ndim:
-            raise CLIError(f"--n-tiles needs one number per axis of '{f}' ({axes}: {img.ndim}), "
-                           f"got {len(args.n_tiles)}")
         try:
-            pred = model.predict(img, axes, n_tiles=args.n_tiles, tta=args.tta, **extra)
-        except ValueError as e:
-            raise CLIError(f"'{f}': {e}") from None
-        tifffile.imwrite(out, pred.astype(np.float32, copy=False), metadata={"axes": axes})
+            pred, img = _predict_file(model, f, out, axes, args, extra)
+        except CLIError as e:
+            if not args.skip_bad:
+                raise
+            skipped.append(f)
+            print(f"{PROG} predict: skipped: {e}", file=sys.stderr)
+            continue
         if first is None and args.qc is not None:
             first = (f, img, pred)
-    print(f"Wrote {len(files)} denoised image(s) to '{outdir}'.")
+    if skipped:
+        print(f"Wrote {len(files) - len(skipped)} denoised image(s) to '{outdir}'; skipped {len(skipped)} file(s): "
+              f"{', '.join(str(f) for f in skipped)}.")
+        rc = 1
+    else:
+        rc = 0
+        print(f"Wrote {len(files)} denoised image(s) to '{outdir}'.")
     if first is not None:
         f, img, pred = first
         noisy, denoised, what = qc_images(img, pred, axes)
@@ -410,7 +414,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise CLIError(f"--qc {args.qc}: {e}") from None
         print(f"Wrote the QC report of '{f}'{what} (input, prediction, residual and its autocorrelation) to "
               f"'{args.qc}'.")
-    return 0
+    return rc
+
+
+def _predict_file(model, f: Path, out: Path, axes: str, args: argparse.Namespace, extra: dict
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Read, denoise and write one file (keeping its TIFF calibration); returns ``(prediction, input)``."""
+    from .io import read_tiff_metadata, to_dtype, write_tiff
+    img = read_checked(f, axes)
+    if args.n_tiles is not None and len(args.n_tiles) != img.ndim:
+        raise CLIError(f"--n-tiles needs one number per axis of '{f}' ({axes}: {img.ndim}), "
+                       f"got {len(args.n_tiles)}")
+    try:
+        pred = model.predict(img, axes, n_tiles=args.n_tiles, tta=args.tta, **extra)
+    except ValueError as e:
+        raise CLIError(f"'{f}': {e}") from None
+    try:
+        meta = read_tiff_metadata(f)
+    except Exception:  # the pixels were readable; a broken tag only loses the calibration
+        meta = {}
+    data = to_dtype(pred, img.dtype if args.dtype == "input" else np.float32)
+    try:
+        write_tiff(out, data, axes=axes, metadata=meta)
+    except OSError as e:
+        raise CLIError(f"cannot write '{out}': {e}") from None
+    return pred, img
 
 
 def qc_images(img: np.ndarray, pred: np.ndarray, axes: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -462,11 +490,13 @@ def save_side_by_side(path: Path, images: Sequence[np.ndarray], reference: np.nd
         if i:
             parts.append(np.full((im.shape[0], gap), 255, np.uint8))
         parts.append(to_uint8(im, lo, hi))
-    Image.fromarray(np.concatenate(parts, axis=1)).save(path)
+    from .io import atomic_path
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.concatenate(parts, axis=1)).save(tmp, format="PNG")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import tifffile
+    from .io import write_tiff
     from .qc import psnr
     s = dict(DEMO_QUICK if args.quick else DEMO_FULL)
     for key in ("epochs", "steps"):
@@ -492,7 +522,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     denoised = model.predict(noisy, "YX")
     p_in, p_out = psnr(clean, noisy), psnr(clean, denoised)
     tif, png = outdir / "nuclei_n2v2.tif", outdir / "nuclei_noisy_denoised_clean.png"
-    tifffile.imwrite(tif, denoised.astype(np.float32))
+    write_tiff(tif, denoised.astype(np.float32), axes="YX")
     save_side_by_side(png, [noisy, denoised, clean], clean)
     print(f"Training took {seconds:.0f} s.")
     print(f"PSNR input (noisy):     {p_in:.2f} dB")
@@ -1087,6 +1117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-tiles", type=int, nargs="+", metavar="N", default=None,
                    help="tiles per image axis (one number per letter of --axes, 1 for C/S/T), for large images")
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (test-time augmentation)")
+    p.add_argument("--dtype", choices=("float32", "input"), default="float32",
+                   help="pixel type of the outputs: float32, or that of each input (integers rounded and clipped to "
+                        "the type's range)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report unreadable or unfitting input files and go on with the others (exit code 1 if any "
+                        "was skipped) instead of stopping at the first")
     p.add_argument("--qc", default=None, metavar="OUT.png",
                    help="also write a quality-control figure of the first input: input and prediction with the same "
                         "contrast, the residual input - prediction and its autocorrelation (needs matplotlib)")

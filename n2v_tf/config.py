@@ -267,7 +267,9 @@ class N2VConfig(argparse.Namespace):
             bad["n2v_perc_pix"] = (f"is so small that no pixel of a {tuple(ps)} patch is masked "
                                    f"(box side {box_size(float(self.n2v_perc_pix), nd)}), got {self.n2v_perc_pix!r}")
         check("n2v_manipulator", self.n2v_manipulator in MANIPULATORS, f"must be one of {', '.join(MANIPULATORS)}")
-        check("n2v_neighborhood_radius", _is_int(self.n2v_neighborhood_radius, 0), "must be an integer >= 0")
+        check("n2v_neighborhood_radius", _is_int(self.n2v_neighborhood_radius, 1),
+              "must be an integer >= 1 (with 0 the only neighbour is the pixel itself, so a replacement would be "
+              "the masked value and the network would learn the identity)")
         for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder"):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
         m = self.batch_norm_momentum

@@ -231,8 +231,12 @@ def _normalize_axes(model, test_img: np.ndarray, axes: str | None) -> str:
     return axes
 
 
-def _prepare_test_input(model, test_img, axes: str | None, max_size: int | None) -> np.ndarray:
-    """Test image -> float32 ``(Z)YXC`` crop whose spatial sizes are valid input sizes of the package."""
+def _prepare_test_input(model, test_img, axes: str | None, max_size: int | None,
+                        pad: bool = False) -> tuple[np.ndarray, str | None]:
+    """Test image -> (float32 ``(Z)YXC`` crop whose spatial sizes are valid input sizes of the package, note).
+
+    An axis shorter than the minimum input size is refused, or with ``pad`` reflect-padded to it (the note says
+    so, for the package's README)."""
     if test_img is None:
         raise ValueError("test_img is required: an image (raw intensities, like the training data) that the "
                          "package uses as its test input")
@@ -250,18 +254,28 @@ def _prepare_test_input(model, test_img, axes: str | None, max_size: int | None)
         raise ValueError("test_img contains NaN or infinite values")
     geo = package_geometry(c)
     cap = max_size if max_size is not None else (256 if c.n_dim == 2 else 64)
+    small = {a: s for a, s in zip(spatial, x.shape[:-1]) if s < geo["min"]}
+    note = None
+    if small and not pad:
+        a, s = next(iter(small.items()))
+        raise ValueError(
+            f"test_img is too small: axis {a} has {s} pixels, the exported model needs at least {geo['min']} "
+            f"(sizes min + n*{geo['step']} with min > 2*halo = {2 * geo['halo']}, the receptive-field radius "
+            "of the network on both sides); give a larger image, or pass pad_test_img=True to reflect-pad it")
+    if small:
+        widths = [((geo["min"] - s) // 2, geo["min"] - s - (geo["min"] - s) // 2) if a in small else (0, 0)
+                  for a, s in zip(spatial, x.shape[:-1])] + [(0, 0)]
+        x = np.pad(x, widths, mode="reflect" if min(x.shape[:-1]) > 1 else "edge")
+        note = (f"The test image given at export ({' x '.join(str(s) for s in np.transpose(img, order).shape[:len(spatial)])}"
+                f" pixels, {spatial}) was smaller than the network's minimum input size {geo['min']}; it was "
+                f"reflect-padded to {' x '.join(str(s) for s in x.shape[:-1])} for the test tensors.")
     slices = []
     for a, s in zip(spatial, x.shape[:-1]):
-        if s < geo["min"]:
-            raise ValueError(
-                f"test_img is too small: axis {a} has {s} pixels, the exported model needs at least {geo['min']} "
-                f"(sizes min + n*{geo['step']} with min > 2*halo = {2 * geo['halo']}, the receptive-field radius "
-                "of the network on both sides)")
         target = min(s, max(cap, geo["min"]))
         target = geo["min"] + (target - geo["min"]) // geo["step"] * geo["step"]
         start = (s - target) // 2
         slices.append(slice(start, start + target))
-    return np.ascontiguousarray(x[tuple(slices)])
+    return np.ascontiguousarray(x[tuple(slices)]), note
 
 
 @contextlib.contextmanager
@@ -471,7 +485,7 @@ def _model_name(name: str | None, model, algorithm: str) -> str:
 
 def _documentation(path: Path, *, name: str, description: str, algorithm: str, cite_keys: Sequence[str],
                    config, geo: Mapping[str, int], weight_formats: Sequence[str], ops: Sequence[str] | None,
-                   n2v_tf_version: str, noise_model=None) -> None:
+                   n2v_tf_version: str, noise_model=None, test_note: str | None = None) -> None:
     c = config
     spatial = "z, y, x" if c.n_dim == 3 else "y, x"
     means = ", ".join(f"{float(m):.6g}" for m in c.means)
@@ -554,7 +568,7 @@ Exported with n2v_tf {n2v_tf_version}.
   {tuple(c.n2v_patch_shape)}, learning rate {c.train_learning_rate}, {loss}, {c.n2v_perc_pix}%
   blind-spot pixels, replacement `{c.n2v_manipulator}` (radius {c.n2v_neighborhood_radius}).
 {struct}{pn2v_lines}- The full n2v_tf configuration is attached as `{_CONFIG_NAME}`.
-
+{"" if test_note is None else chr(10) + test_note + chr(10)}
 ## Weights
 
 {chr(10).join(fmt_lines[w] for w in weight_formats)}
@@ -750,7 +764,7 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
                       authors: Sequence[str | Mapping[str, str]] | str | None = None,
                       license: str = "BSD-3-Clause", tags: Sequence[str] | None = None, overwrite: bool = False,
                       weight_formats: Sequence[str] = WEIGHT_FORMATS, validate: bool = True,
-                      max_test_size: int | None = None) -> Path:
+                      max_test_size: int | None = None, pad_test_img: bool = False) -> Path:
     """Export a trained N2V / N2V2 / structN2V / PN2V model as one BioImage.IO package (spec 0.5, ``.zip``).
 
     Parameters
@@ -785,6 +799,9 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
         Run ``bioimageio.core.test_model`` for every weight format (fresh process) before writing ``path``.
     max_test_size : int, optional
         Largest test-image side (default 256 in 2D, 64 in 3D; at least the minimum input size).
+    pad_test_img : bool
+        Reflect-pad a test image that is smaller than the network's minimum input size to that size (noted in
+        the package's README) instead of refusing it. ``N2V.export_TF`` does this, as n2v exported such images.
 
     Returns
     -------
@@ -828,7 +845,7 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
     if not weight_formats or unknown:
         raise ValueError(f"weight_formats must be a non-empty subset of {WEIGHT_FORMATS}, got {weight_formats}")
     _check_model(model)
-    x = _prepare_test_input(model, test_img, axes, max_test_size)
+    x, test_note = _prepare_test_input(model, test_img, axes, max_test_size, pad_test_img)
     _require("bioimageio.spec", purpose="BioImage.IO export")
     if "onnx" in weight_formats:
         _require("tf2onnx", "onnx", purpose="ONNX export")
@@ -901,7 +918,7 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
         files["documentation"] = work / "README.md"
         _documentation(files["documentation"], name=name, description=description, algorithm=algorithm,
                        cite_keys=cite_keys, config=c, geo=geo, weight_formats=weight_formats, ops=ops,
-                       n2v_tf_version=n2v_tf_version, noise_model=noise_model)
+                       n2v_tf_version=n2v_tf_version, noise_model=noise_model, test_note=test_note)
 
         from bioimageio.spec import save_bioimageio_package
         descr = _build_description(name=name, description=description, authors=author_list,
@@ -938,9 +955,12 @@ def export_tf_compat(model, name: str, description: str, authors, test_img: np.n
                      result_path: str | Path | None = None, **kwargs) -> Path:
     """n2v 0.3.3's ``N2V.export_TF(name, description, authors, test_img, axes, patch_shape, license, result_path)``.
 
-    ``result_path`` defaults to ``<model folder>/export.bioimage.io.zip`` (a folder gets that file name inside
-    it). ``patch_shape`` is checked but not needed: the input size rules come from the network. ``authors``
-    may be a comma-separated string, as in n2v. Further keyword arguments go to :func:`export_bioimageio`.
+    ``result_path`` defaults to ``<model folder>/export.bioimage.io.zip``. A ``result_path`` that does not end in
+    ``.zip`` is a folder, as in n2v: it is created if needed and the package is written to
+    ``<folder>/<folder name>.bioimage.io.zip``. A test image smaller than the network's minimum input (e.g. a
+    training patch ``X_val[0]``) is reflect-padded to the minimum size, as n2v exported it. ``patch_shape`` is
+    checked but not needed: the input size rules come from the network. ``authors`` may be a comma-separated
+    string, as in n2v. Further keyword arguments go to :func:`export_bioimageio`.
     """
     n_dim = model.config.n_dim
     if patch_shape is not None and len(tuple(patch_shape)) != n_dim:
@@ -950,8 +970,9 @@ def export_tf_compat(model, name: str, description: str, authors, test_img: np.n
             raise ValueError("result_path is required for a model without a model folder (basedir=None)")
         result_path = model.logdir / "export.bioimage.io.zip"
     result_path = Path(result_path)
-    if result_path.is_dir():
-        result_path = result_path / "export.bioimage.io.zip"
+    if not result_path.name.lower().endswith(".zip"):  # n2v's result folder
+        result_path = result_path / f"{result_path.stem}.bioimage.io.zip"
+    kwargs.setdefault("pad_test_img", True)
     return export_bioimageio(model, result_path, test_img=test_img, axes=axes, name=name, description=description,
                              authors=authors, license=license, **kwargs)
 

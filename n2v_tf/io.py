@@ -35,6 +35,8 @@ __all__ = [
     "load_images",
     "read_image",
     "read_tiff_metadata",
+    "save_npz_atomic",
+    "savefig_atomic",
     "to_dtype",
     "write_text_atomic",
     "write_tiff",
@@ -103,6 +105,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays: Any) -> Path:
+    """``numpy.savez`` under a temporary name, renamed when complete; ``.npz`` is added to ``path`` as NumPy does."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return path
+
+
+def savefig_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """``fig.savefig`` (format from the file ending) under a temporary name, renamed when complete."""
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".").lower() or None)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
 
 
 # --------------------------------------------------------------------------- reading

@@ -8,7 +8,9 @@ per-channel mean/std normalisation and the loading of n2v 0.3.x weight files.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from csbdeep.utils import axes_check_and_normalize, load_json
 
 from .config import N2VConfig
 from .data import N2VSequence, as_image_list, validation_data
+from .io import atomic_path, write_text_atomic
 from .losses import LOSSES, PN2VLoss, pn2v_mmse
 from .masking import box_size, tta_backward, tta_forward
 from .nets import build_unet, load_weights_h5, receptive_field_radius
@@ -28,6 +31,12 @@ from .nets import build_unet, load_weights_h5, receptive_field_radius
 __all__ = ["N2V"]
 
 _DEFAULT_RESIZER = PadAndCropResizer()  # CSBDeep's default of predict(resizer=...)
+#: Training state written after every epoch (optimizer variables, epoch, seed, callback states), for ``resume``.
+TRAINING_STATE = "training_state.npz"
+#: Fields a loaded ``config.json`` must have (the others have n2v's defaults).
+_REQUIRED_FIELDS = ("n_dim", "means", "stds")
+#: Values of ``predict(..., nan_policy=...)``.
+NAN_POLICIES = ("raise", "fill")
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -40,8 +49,94 @@ class _LearningRateLogger(keras.callbacks.Callback):
             logs["lr"] = lr
 
 
+class _EpochState(keras.callbacks.Callback):
+    """After every epoch: the last weights and the training state (for ``N2V.train(..., resume=True)``).
+
+    Also restores a saved state when training begins (after the other callbacks have reset themselves).
+    """
+
+    def __init__(self, n2v: "N2V", seed: int, initial_epoch: int, restore: dict | None = None):
+        super().__init__()
+        self.n2v, self.seed, self.restore = n2v, int(seed), restore
+        self.initial = self.completed = int(initial_epoch)  # completed: epochs whose weights are saved
+
+    def _callback(self, cls):
+        return next((cb for cb in self.n2v.callbacks if isinstance(cb, cls)), None)
+
+    def _best_checkpoint(self):
+        target = str(self.n2v.logdir / (self.n2v.config.train_checkpoint or ""))
+        return next((cb for cb in self.n2v.callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)
+                     and cb.save_best_only and cb.filepath == target), None)
+
+    def on_train_begin(self, logs=None):
+        if not self.restore:
+            return
+        plateau, best = self._callback(keras.callbacks.ReduceLROnPlateau), self._best_checkpoint()
+        if plateau is not None and "plateau" in self.restore:
+            plateau.wait, plateau.cooldown_counter, plateau.best = (float(v) for v in self.restore["plateau"])
+            plateau.wait, plateau.cooldown_counter = int(plateau.wait), int(plateau.cooldown_counter)
+        if best is not None and "best" in self.restore:
+            best.best = float(self.restore["best"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        n2v = self.n2v
+        if n2v.config.train_checkpoint_last is not None:
+            n2v.keras_model.save_weights(str(n2v.logdir / n2v.config.train_checkpoint_last))
+        opt = n2v.keras_model.optimizer
+        state = {"epoch": np.int64(epoch + 1), "seed": np.int64(self.seed),
+                 "optimizer_paths": np.array([v.path for v in opt.variables]),
+                 **{f"optimizer_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(opt.variables)}}
+        plateau, best = self._callback(keras.callbacks.ReduceLROnPlateau), self._best_checkpoint()
+        if plateau is not None:
+            state["plateau"] = np.array([plateau.wait, plateau.cooldown_counter,
+                                         np.nan if plateau.best is None else plateau.best], np.float64)
+        if best is not None and best.best is not None:
+            state["best"] = np.float64(best.best)
+        with atomic_path(n2v.logdir / TRAINING_STATE) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **state)
+        self.completed = epoch + 1
+
+
 def _config_as_json(config: N2VConfig) -> dict:
     return json.loads(json.dumps(vars(config)))
+
+
+def _load_config_file(path: Path) -> N2VConfig:
+    """Read a model folder's ``config.json`` (n2v 0.3.x or n2v_tf) with errors that name the file and the field."""
+    if not path.exists():
+        raise FileNotFoundError(f"config file doesn't exist: {path.resolve()} (a model folder holds config.json "
+                                "and weight files; check basedir and name)")
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a text file ({e.reason}): the model configuration is corrupt; restore "
+                         "config.json from a copy of the model folder") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): the file is "
+                         "corrupt or truncated (an interrupted copy?); restore config.json from a copy of the "
+                         "model folder") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a JSON object of configuration fields, got a {type(loaded).__name__}")
+    missing = [k for k in _REQUIRED_FIELDS if k not in loaded]
+    if missing:
+        raise ValueError(f"{path} lacks the required field(s) {', '.join(missing)} (written from the training data "
+                         "when the model is created); restore config.json from a copy of the model folder")
+    try:
+        config = N2VConfig(None, **N2VConfig.update_loaded_config(loaded))
+        config.validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return config
+
+
+def _atomic_saver(save_weights):
+    """Wrap ``keras_model.save_weights``: write under a temporary name, rename when complete."""
+    def save(filepath, overwrite=True):
+        with atomic_path(filepath) as tmp:
+            save_weights(str(tmp), overwrite=True)
+        # the temporary name does not exist before, so ``overwrite`` is checked against the final file
+    return save
 
 
 class N2V(CARE):
@@ -94,6 +189,7 @@ class N2V(CARE):
         self._overwrite = bool(overwrite)
         self.noise_model = noise_model
         super().__init__(config, name=name, basedir=basedir)
+        self.keras_model.save_weights = _atomic_saver(self.keras_model.save_weights)
         if self.basedir is not None and self.config.probabilistic:
             if noise_model is not None:
                 _save_noise_model(noise_model, self.logdir)
@@ -102,13 +198,28 @@ class N2V(CARE):
 
     # ------------------------------------------------------------------ model folder
     def _set_logdir(self) -> None:
-        if self.config is not None and self.basedir is not None and not self._overwrite:
-            existing = self.basedir / self.name / "config.json"
-            if existing.exists() and load_json(str(existing)) != _config_as_json(self.config):
+        """Model folder: load ``config.json`` (clear errors for bad files) or write it (atomically)."""
+        if self.basedir is None:
+            return super()._set_logdir()
+        self.logdir = self.basedir / self.name
+        config_file = self.logdir / "config.json"
+        if self.config is None:
+            self.config = _load_config_file(config_file)
+            return
+        if not self._overwrite and config_file.exists():
+            try:
+                same = load_json(str(config_file)) == _config_as_json(self.config)
+            except ValueError:  # unreadable: it holds no usable model either
+                same = False
+            if not same:
                 raise FileExistsError(
-                    f"{existing} holds a different configuration: creating this model would make the weights in "
-                    f"{existing.parent} unusable. Choose another name, delete the folder, or pass overwrite=True.")
-        super()._set_logdir()
+                    f"{config_file} holds a different configuration: creating this model would make the weights "
+                    f"in {self.logdir} unusable. Choose another name, delete the folder, or pass overwrite=True.")
+        if self.logdir.exists():
+            warnings.warn(f"output path for model already exists, files may be overwritten: {self.logdir.resolve()}",
+                          stacklevel=3)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_file, json.dumps(vars(self.config)))
 
     def _update_and_check_config(self) -> None:
         self.config.validate()
@@ -145,10 +256,20 @@ class N2V(CARE):
         path = self.logdir / name
         if not path.exists():
             raise FileNotFoundError(f"weight file {path} does not exist")
-        if str(path).endswith(".weights.h5"):
-            self.keras_model.load_weights(str(path))
-        else:
-            load_weights_h5(self.keras_model, str(path))
+        others = sorted(f.name for f in self.logdir.glob("*.h5") if f.name != path.name)
+        advice = ("copy the model folder again" + (f", or load another weight file: model.load_weights({others[0]!r})"
+                                                   if others else ""))
+        try:
+            if str(path).endswith(".weights.h5"):
+                self.keras_model.load_weights(str(path))
+            else:
+                load_weights_h5(self.keras_model, str(path))
+        except OSError as e:  # h5py: not an HDF5 file, truncated, unreadable
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise OSError(f"cannot read the weight file {path} ({reason}): it is corrupt or truncated (an "
+                          f"interrupted copy or save?); {advice}") from e
+        except KeyError as e:  # an HDF5 file without the groups/attributes of Keras weights
+            raise ValueError(f"{path} is an HDF5 file but holds no Keras weights (missing {e}); {advice}") from e
 
     # ------------------------------------------------------------------ training
     def prepare_for_training(self, optimizer: keras.optimizers.Optimizer | None = None,
@@ -195,8 +316,12 @@ class N2V(CARE):
         if self.basedir is not None:
             self.callbacks += self._checkpoint_callbacks()
             if self.config.train_tensorboard:
-                self.callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.logdir / "logs"),
-                                                                  write_graph=False, profile_batch=0))
+                if importlib.util.find_spec("tensorboard") is None:
+                    warnings.warn("TensorBoard is not installed: pip install tensorboard (or \"n2v_tf[tensorboard]\"); "
+                                  "training continues without logs", stacklevel=2)
+                else:
+                    self.callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.logdir / "logs"),
+                                                                      write_graph=False, profile_batch=0))
         if self.config.train_reduce_lr is not None:
             params = {"verbose": True, **self.config.train_reduce_lr}
             self.callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(**params))
@@ -204,7 +329,7 @@ class N2V(CARE):
 
     def train(self, X: np.ndarray | Sequence[np.ndarray], validation_X: np.ndarray | Sequence[np.ndarray],
               epochs: int | None = None, steps_per_epoch: int | None = None, *, verbose: int = 1,
-              seed: int | None = None) -> keras.callbacks.History:
+              seed: int | None = None, resume: bool = False) -> keras.callbacks.History:
         """Train the network with Noise2Void on noisy data only.
 
         Parameters
@@ -214,18 +339,39 @@ class N2V(CARE):
             size, from which random ``n2v_patch_shape`` crops are drawn on the fly.
         validation_X : numpy.ndarray or list of numpy.ndarray
             Validation data (array used whole, spatial sizes divisible by ``2**unet_n_depth``; list cut into
-            patches); masked once with a fixed seed.
+            patches); masked once with a fixed seed, so the validation masks are the same in every run.
         epochs, steps_per_epoch : int, optional
-            Override ``config.train_epochs`` / ``config.train_steps_per_epoch``.
+            Override ``config.train_epochs`` / ``config.train_steps_per_epoch``. With ``resume``, ``epochs`` is the
+            total number of epochs, including those already done.
         verbose : int
             Keras progress output.
         seed : int, optional
-            Seed of the training batches.
+            Seed of the training batches. Given a seed, the run is reproducible on a CPU: TensorFlow's op
+            determinism is switched on for the run (see Notes), so the same initial weights, data and seed give the
+            same trained weights.
+        resume : bool
+            Continue an interrupted or finished training of this model folder from its last completed epoch: the
+            weights of ``weights_last.h5``, the optimizer state, the learning rate and ``ReduceLROnPlateau``'s and
+            the best checkpoint's state are restored from ``training_state.npz`` (written after every epoch), the
+            epoch count continues, and the batches are those an uninterrupted run would have drawn (with the seed of
+            the first run unless ``seed`` is given).
 
         Returns
         -------
         keras.callbacks.History
-            ``history.history`` holds ``loss``, ``val_loss``, the metrics and ``lr``/``learning_rate``.
+            ``history.history`` holds ``loss``, ``val_loss``, the metrics and ``lr``/``learning_rate`` (of this run).
+
+        Notes
+        -----
+        After every epoch the model folder holds ``weights_last.h5`` (that epoch's weights), ``weights_best.h5``
+        (the best validation loss so far) and ``training_state.npz``, each written under a temporary name and
+        renamed, so an interrupted training never leaves a truncated file. Ctrl-C (``KeyboardInterrupt``) stops the
+        training cleanly: the model gets the best weights of the completed epochs, a warning says how to resume,
+        and the history of the completed epochs is returned.
+
+        Op determinism (``tf.config.experimental.enable_op_determinism``) makes TensorFlow choose deterministic
+        kernels; on a CPU it costs little (measured for this U-Net: a few percent per step), on a GPU more. It is
+        switched off again after the run unless it was on before.
         """
         c = self.config
         epochs = c.train_epochs if epochs is None else int(epochs)
@@ -233,6 +379,10 @@ class N2V(CARE):
         for name, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        restore = self._resume_state(epochs) if resume else None
+        if restore is not None and seed is None:
+            seed = int(restore["seed"])
+        initial_epoch = 0 if restore is None else int(restore["epoch"])
         train_imgs = as_image_list(X, c.n_dim, c.n_channel_in, "X")
         val_imgs = as_image_list(validation_X, c.n_dim, c.n_channel_in, "validation_X")
         n_train = sum(im.size for im in train_imgs)
@@ -245,14 +395,84 @@ class N2V(CARE):
                    "struct_mask": struct, "means": [float(m) for m in c.means], "stds": [float(s) for s in c.stds]}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
+        train_data.epoch = initial_epoch  # batches are drawn from (seed, epoch, index)
         val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) else val_imgs,
                                    c.n2v_patch_shape, div_by=2 ** c.unet_n_depth, **masking)
         if not self._model_prepared:
             self.prepare_for_training()
-        history = self.keras_model.fit(train_data, validation_data=val_data, epochs=epochs,
-                                       validation_batch_size=c.train_batch_size, callbacks=self.callbacks,
-                                       verbose=verbose)
+        if restore is not None:
+            self._restore_optimizer(restore)
+        callbacks = list(self.callbacks)
+        state = None
+        if self.basedir is not None:
+            state = _EpochState(self, train_data.seed, initial_epoch, restore)
+            callbacks.append(state)
+        with _op_determinism(seed is not None):
+            try:
+                history = self.keras_model.fit(train_data, validation_data=val_data, epochs=epochs,
+                                               initial_epoch=initial_epoch, validation_batch_size=c.train_batch_size,
+                                               callbacks=callbacks, verbose=verbose)
+            except KeyboardInterrupt:
+                return self._interrupted(state)
         self._training_finished()
+        return history
+
+    def _resume_state(self, epochs: int) -> dict:
+        """The saved training state of this model folder, checked, with the last weights loaded."""
+        if self.basedir is None:
+            raise ValueError("resume=True needs a model folder (basedir) that holds the state of an earlier training")
+        path = self.logdir / TRAINING_STATE
+        if not path.exists():
+            raise FileNotFoundError(f"resume=True: {path} does not exist: no epoch of an earlier training of this "
+                                    "model was completed (or it was trained by n2v 0.3.x or an older n2v_tf); "
+                                    "train without resume")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                state = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise OSError(f"resume=True: cannot read {path} ({e}): it is corrupt; train without resume") from e
+        done = int(state["epoch"])
+        if done >= epochs:
+            raise ValueError(f"resume=True: {self.logdir} was already trained for {done} epoch(s), epochs={epochs}: "
+                             f"pass a larger total, e.g. model.train(X, X_val, epochs={done + epochs}, resume=True)")
+        last = self.config.train_checkpoint_last or "weights_last.h5"
+        self.load_weights(last)
+        return state
+
+    def _restore_optimizer(self, state: dict) -> None:
+        opt = self.keras_model.optimizer
+        opt.build(self.keras_model.trainable_variables)
+        paths = [str(p) for p in state["optimizer_paths"]]
+        if len(paths) != len(opt.variables) or any(
+                tuple(state[f"optimizer_{i}"].shape) != tuple(v.shape) for i, v in enumerate(opt.variables)):
+            raise ValueError(f"resume=True: the optimizer state in {self.logdir / TRAINING_STATE} does not fit this "
+                             f"model's optimizer ({type(opt).__name__} with {len(opt.variables)} variables, the file "
+                             f"has {len(paths)}): resume with the optimizer of the first run")
+        for i, v in enumerate(opt.variables):
+            v.assign(state[f"optimizer_{i}"])
+
+    def _interrupted(self, state: _EpochState | None) -> keras.callbacks.History:
+        """Ctrl-C during ``fit``: keep the files of the completed epochs, load the best weights, say how to resume."""
+        history = getattr(self.keras_model, "history", None)
+        if not isinstance(history, keras.callbacks.History) or (state is not None and state.completed == state.initial):
+            history = keras.callbacks.History()  # no epoch of this run completed
+        if state is None:
+            warnings.warn("training interrupted; this model has no model folder (basedir=None), so it keeps the "
+                          "weights it had when it was stopped", stacklevel=3)
+            return history
+        done = state.completed
+        if done == 0:
+            warnings.warn(f"training interrupted during its first epoch: nothing was saved in {self.logdir}; "
+                          "train again", stacklevel=3)
+            return history
+        if self.config.train_checkpoint is not None and (self.logdir / self.config.train_checkpoint).exists():
+            self.load_weights(self.config.train_checkpoint)
+        if self.config.train_checkpoint_epoch is not None:
+            (self.logdir / self.config.train_checkpoint_epoch).unlink(missing_ok=True)
+        warnings.warn(f"training interrupted after {done} completed epoch(s): {self.logdir} holds the weights of "
+                      f"epoch {done} (weights_last.h5) and the best ones (weights_best.h5, now loaded). Continue "
+                      "with model.train(X, X_val, resume=True), or N2V(None, name, basedir).train(X, X_val, "
+                      "resume=True) in a new session.", stacklevel=3)
         return history
 
     # ------------------------------------------------------------------ prediction
@@ -262,7 +482,8 @@ class N2V(CARE):
         return tuple((r if a in "XYZT" else 0) for a in query_axes)
 
     def predict(self, img: np.ndarray, axes: str, resizer: Resizer = _DEFAULT_RESIZER,
-                n_tiles: Sequence[int] | None = None, tta: bool = False, *, pn2v_output: str = "mmse") -> np.ndarray:
+                n_tiles: Sequence[int] | None = None, tta: bool = False, *, pn2v_output: str = "mmse",
+                nan_policy: str = "raise") -> np.ndarray:
         """Denoise a raw (not normalised) image.
 
         Parameters
@@ -281,11 +502,21 @@ class N2V(CARE):
         pn2v_output : {'mmse', 'prior_mean', 'samples'}
             PN2V models only: the MMSE estimate (default; needs the noise model), the mean of the prior samples,
             or the samples themselves (an extra last axis of ``pn2v_samples``; not tiled, no TTA).
+        nan_policy : {'raise', 'fill'}
+            What to do with NaN/Inf pixels, which the network would spread over its whole receptive field:
+            ``'raise'`` (default) refuses the image; ``'fill'`` predicts with them replaced by the mean of the finite
+            pixels of their channel, warns, and sets them to NaN in the output.
 
         Returns
         -------
         numpy.ndarray
             Denoised image, float32, same shape and axes as ``img``.
+
+        Raises
+        ------
+        ValueError
+            Axes or channels that do not fit the model, NaN/Inf pixels with ``nan_policy='raise'``, or ``n_tiles``
+            that make tiles smaller than the ``2**unet_n_depth`` pixels the network needs.
         """
         c = self.config
         img = np.asarray(img)
@@ -294,17 +525,21 @@ class N2V(CARE):
         if set(axes) - set("CST") != set(spatial):
             raise ValueError(f"axes {axes!r} do not fit this {c.n_dim}D model: it needs the axes {spatial!r}, "
                              "optionally 'C' and one sample axis 'S' or 'T'")
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         n_tiles = None if n_tiles is None else tuple(int(t) for t in n_tiles)
         if n_tiles is not None and len(n_tiles) != img.ndim:
             raise ValueError(f"n_tiles must have one entry per axis of img ({axes!r}), got {n_tiles}")
+        if n_tiles is not None:
+            self._check_tiles(img.shape, axes, n_tiles)
         sample = next((a for a in "ST" if a in axes), None)
         if sample is not None:
             if "S" in axes and "T" in axes:
                 raise ValueError(f"axes {axes!r}: use only one of 'S' and 'T'")
             i = axes.index(sample)
             sub_tiles = None if n_tiles is None else n_tiles[:i] + n_tiles[i + 1:]
-            out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta, pn2v_output=pn2v_output)
-                   for im in np.moveaxis(img, i, 0)]
+            out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta, pn2v_output=pn2v_output,
+                                nan_policy=nan_policy) for im in np.moveaxis(img, i, 0)]
             return np.moveaxis(np.stack(out), 0, i)
         n_ch = img.shape[axes.index("C")] if "C" in axes else 1
         if n_ch != c.n_channel_in:
@@ -316,6 +551,7 @@ class N2V(CARE):
         net_axes = axes.replace("C", "") + "C"
         if n_tiles is not None:
             n_tiles = tuple(n_tiles[axes.index(a)] for a in net_axes) if "C" in axes else n_tiles + (1,)
+        x, bad = self._non_finite(x, nan_policy)
         means = np.array([float(m) for m in c.means], np.float32)
         stds = np.array([float(s) for s in c.stds], np.float32)
         x = (x - means) / stds
@@ -358,7 +594,39 @@ class N2V(CARE):
         else:
             pred = _run(x, n_tiles)
         pred = (pred * stds + means).astype(np.float32)
+        if bad is not None:
+            pred[bad] = np.nan
         return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
+
+    def _check_tiles(self, shape: Sequence[int], axes: str, n_tiles: Sequence[int]) -> None:
+        """Refuse ``n_tiles`` < 1, or so large that a tile is smaller than the network's ``2**unet_n_depth`` block."""
+        block = 2 ** self.config.unet_n_depth
+        for a, size, t in zip(axes, shape, n_tiles):
+            if t < 1:
+                raise ValueError(f"n_tiles must be positive, got {tuple(n_tiles)} for axes {axes!r}")
+            if a in "ZYX" and t > 1 and math.ceil(size / t) < block:
+                raise ValueError(f"n_tiles={tuple(n_tiles)}: {t} tiles along {a} ({size} px) would be "
+                                 f"{math.ceil(size / t)} px each, smaller than the {block} px (2**unet_n_depth) the "
+                                 f"network needs; use at most {max(1, size // block)} tiles along {a}")
+
+    @staticmethod
+    def _non_finite(x: np.ndarray, nan_policy: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Apply ``nan_policy`` to a channel-last image: (image to predict, mask of its NaN/Inf pixels or None)."""
+        bad = ~np.isfinite(x)
+        if not bad.any():
+            return x, None
+        n = int(bad.sum())
+        if nan_policy == "raise":
+            raise ValueError(f"img contains {n} NaN/Inf value(s) ({100 * n / bad.size:.3g}% of the pixels): the "
+                             "network would spread each of them over its receptive field. Replace them (e.g. "
+                             "numpy.nan_to_num or an inpainting), or pass nan_policy='fill' to predict with them "
+                             "replaced by the channel mean and get NaN at those pixels")
+        warnings.warn(f"img contains {n} NaN/Inf value(s): predicted with them replaced by the mean of their "
+                      "channel; they are NaN in the output (nan_policy='fill')", stacklevel=3)
+        finite = np.where(bad, 0, x)
+        counts = np.maximum((~bad).reshape(-1, x.shape[-1]).sum(0), 1)
+        fill = (finite.reshape(-1, x.shape[-1]).sum(0) / counts).astype(np.float32)
+        return np.where(bad, fill, x), bad
 
     @contextlib.contextmanager
     def _predict_with(self, model: keras.Model):
@@ -388,7 +656,9 @@ class N2V(CARE):
         license : str
             SPDX licence identifier.
         result_path : str, optional
-            Output ``.zip`` (default ``<model folder>/export.bioimage.io.zip``).
+            Output ``.zip``, or a folder (created if needed) that gets ``<folder name>.bioimage.io.zip`` as in n2v
+            (default ``<model folder>/export.bioimage.io.zip``). A ``test_img`` smaller than the network's minimum
+            input size is reflect-padded to it (noted in the package's README).
         **kwargs
             Further arguments of :func:`n2v_tf.export.export_bioimageio`.
 
@@ -411,6 +681,23 @@ class N2V(CARE):
         """Rebuild a model folder from a package written by :meth:`export_bioimageio` and load it."""
         from .export import import_bioimageio
         return import_bioimageio(path, basedir, name, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def _op_determinism(on: bool):
+    """Switch TensorFlow's op determinism on for a block (and off after it, unless it was on before)."""
+    if not on or keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
 
 
 class _PN2VHead(keras.layers.Layer):

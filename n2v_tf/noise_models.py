@@ -39,6 +39,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .io import save_npz_atomic, savefig_atomic
+
 __all__ = ["DEFAULT_BINS", "GMM_TOL", "HIST_FLOOR", "GaussianMixtureNoiseModel", "HistogramNoiseModel",
            "bootstrap_noise_model"]
 
@@ -441,7 +443,7 @@ class _NoiseModel:
         if title:
             fig.suptitle(title)
         if path is not None:
-            fig.savefig(path, dpi=120)
+            savefig_atomic(fig, path, dpi=120)
         return fig
 
 
@@ -737,9 +739,9 @@ class HistogramNoiseModel(_NoiseModel):
 
     def save(self, path: PathLike) -> None:
         """Save to ``.npz`` with keys ``histogram`` (B, B), ``min_value``, ``max_value``, ``filled_rows``, ``model``."""
-        np.savez(path, histogram=self.histogram, min_value=np.float64(self.min_value),
-                 max_value=np.float64(self.max_value), filled_rows=self.filled_rows,
-                 model=np.str_(type(self).__name__))
+        save_npz_atomic(path, histogram=self.histogram, min_value=np.float64(self.min_value),
+                        max_value=np.float64(self.max_value), filled_rows=self.filled_rows,
+                        model=np.str_(type(self).__name__))
 
     @classmethod
     def load(cls, path: PathLike) -> HistogramNoiseModel:
@@ -1233,9 +1235,9 @@ class GaussianMixtureNoiseModel(_NoiseModel):
     def save(self, path: PathLike) -> None:
         """Save to ``.npz`` with the ppn2v/CAREamics keys (``trained_weight``, ``min_signal``, ``max_signal``,
         ``min_sigma``) plus ``tol`` and ``model``."""
-        np.savez(path, trained_weight=self.weight, min_signal=np.array([self.min_signal]),
-                 max_signal=np.array([self.max_signal]), min_sigma=np.float64(self.min_sigma),
-                 tol=np.float64(self.tol), model=np.str_(type(self).__name__))
+        save_npz_atomic(path, trained_weight=self.weight, min_signal=np.array([self.min_signal]),
+                        max_signal=np.array([self.max_signal]), min_sigma=np.float64(self.min_sigma),
+                        tol=np.float64(self.tol), model=np.str_(type(self).__name__))
 
     @classmethod
     def load(cls, path: PathLike) -> GaussianMixtureNoiseModel:

@@ -233,7 +233,8 @@ def _save(fig, path: str | Path | None) -> None:
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight")
+        from .io import savefig_atomic
+        savefig_atomic(fig, path, dpi=SAVE_DPI, bbox_inches="tight")
 
 
 def _limits(a: np.ndarray) -> tuple[float, float]:
