@@ -165,14 +165,54 @@ class N2VSequence(keras.utils.PyDataset):
         batch /= self.stds
         return batch
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of epoch ``epoch``: ``(masked_input, concat([target, mask], -1))``, from the generator
+        seeded by ``(seed, epoch, index)``."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a sequence of length {len(self)}")
-        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        rng = np.random.default_rng((self.seed, int(epoch), int(index)))
         return mask_batch(self.crop_batch(rng), self.perc_pix, self.manipulator, self.radius, rng, self.struct_mask)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.batch(self.epoch, index)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
+
+    def tf_dataset(self, first_epoch: int = 0, prefetch: int = 2):
+        """An endless ``tf.data.Dataset`` of the batches of epochs ``first_epoch``, ``first_epoch + 1``, ..., in order.
+
+        Parameters
+        ----------
+        first_epoch : int
+            Epoch of the first batch (to resume a training).
+        prefetch : int
+            Batches prepared ahead, while the network trains on the current one.
+
+        Returns
+        -------
+        tf.data.Dataset
+            Yields ``batch(epoch, index)`` for ``index`` in ``range(len(self))``, epoch after epoch; use it with
+            ``fit(..., steps_per_epoch=len(self))``.
+
+        Notes
+        -----
+        Which batch a training step gets depends only on the seed and the step number: unlike the epoch counter
+        of a ``PyDataset`` that Keras advances while it prefetches (and shuffles), it cannot race with the
+        prefetching, so a seeded run and a resumed run see the same batches.
+        """
+        import tensorflow as tf
+        x0, y0 = self.batch(first_epoch, 0)
+        spec = (tf.TensorSpec(x0.shape, tf.float32), tf.TensorSpec(y0.shape, tf.float32))
+
+        def batches():
+            yield x0, y0
+            step = first_epoch * len(self) + 1
+            while True:
+                yield self.batch(*divmod(step, len(self)))
+                step += 1
+
+        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(prefetch)
 
 
 def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Sequence[int], perc_pix: float,

@@ -395,7 +395,6 @@ class N2V(CARE):
                    "struct_mask": struct, "means": [float(m) for m in c.means], "stds": [float(s) for s in c.stds]}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
-        train_data.epoch = initial_epoch  # batches are drawn from (seed, epoch, index)
         val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) else val_imgs,
                                    c.n2v_patch_shape, div_by=2 ** c.unet_n_depth, **masking)
         if not self._model_prepared:
@@ -409,9 +408,10 @@ class N2V(CARE):
             callbacks.append(state)
         with _op_determinism(seed is not None):
             try:
-                history = self.keras_model.fit(train_data, validation_data=val_data, epochs=epochs,
-                                               initial_epoch=initial_epoch, validation_batch_size=c.train_batch_size,
-                                               callbacks=callbacks, verbose=verbose)
+                history = self.keras_model.fit(train_data.tf_dataset(initial_epoch), steps_per_epoch=len(train_data),
+                                               validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
+                                               validation_batch_size=c.train_batch_size, callbacks=callbacks,
+                                               shuffle=False, verbose=verbose)
             except KeyboardInterrupt:
                 return self._interrupted(state)
         self._training_finished()
