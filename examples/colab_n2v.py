@@ -46,10 +46,10 @@
 # %% [markdown]
 # ## 0. Install `n2v_tf` (Colab only)
 #
-# In Colab this installs `n2v_tf` with its BioImage.IO export dependencies with `pip` (a minute; if
-# Colab then asks to restart the session, do so and run the notebook again from the top). Elsewhere
-# it does nothing: install `n2v_tf[bioimageio]` and `matplotlib` in your environment
-# yourself. (`QUICK` is for testing the notebook: with the environment variable `N2V_TF_QUICK=1`
+# In Colab this installs `n2v_tf` with its BioImage.IO export dependencies and TensorBoard with `pip` (a
+# minute; if Colab then asks to restart the session, do so and run the notebook again from the top).
+# Elsewhere it does nothing: install `n2v_tf[bioimageio,tensorboard]` and `matplotlib` in your environment
+# yourself (without TensorBoard, training warns and runs without its logs). (`QUICK` is for testing the notebook: with the environment variable `N2V_TF_QUICK=1`
 # it trains for a few steps only.)
 
 # %%
@@ -61,7 +61,7 @@ IN_COLAB = "google.colab" in sys.modules
 QUICK = os.environ.get("N2V_TF_QUICK") == "1" or "--quick" in sys.argv
 print(f"quick mode: {QUICK}")
 if IN_COLAB:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "n2v_tf[bioimageio]"])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "n2v_tf[bioimageio,tensorboard]"])
     print("n2v_tf installed")
 else:
     print("Not running in Colab: nothing to install.")
