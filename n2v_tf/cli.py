@@ -648,7 +648,7 @@ def cmd_analyze_noise(args: argparse.Namespace) -> int:
 
 #: Samples per pixel of PN2V models trained from the command line (the paper's value; fewer train faster on a CPU).
 DEFAULT_PN2V_SAMPLES = 800
-NOISE_MODEL_KINDS = ("gmm", "histogram")
+NOISE_MODEL_KINDS = ("gmm", "histogram")  # the kinds of n2v_tf.noise_models.NOISE_MODELS
 #: Default histogram bins (``noise_models.DEFAULT_BINS``; repeated so that building the parser imports no Keras).
 HISTOGRAM_BINS = 100
 _KIND_NAMES = {"gmm": "Gaussian mixture noise model", "histogram": "histogram noise model"}
@@ -666,29 +666,13 @@ def _warn(command: str, message) -> None:
 
 def load_noise_model_file(path: str):
     """Load a noise model file: ``.npz`` of a GMM or histogram (n2v_tf, ppn2v, CAREamics) or a pn2v ``.npy``."""
-    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"noise model '{p}' does not exist (no such file)")
+    from .noise_models import load_noise_model
+    if not Path(path).is_file():
+        raise CLIError(f"noise model '{path}' does not exist (no such file)")
     try:
-        obj = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise CLIError(f"cannot read noise model '{p}': {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                       ) from None
-    if isinstance(obj, np.ndarray):
-        cls = HistogramNoiseModel                          # pn2v's createHistogram array (3, B, B)
-    else:
-        keys = set(obj.files)
-        obj.close()
-        cls = (GaussianMixtureNoiseModel if "trained_weight" in keys else
-               HistogramNoiseModel if "histogram" in keys else None)
-        if cls is None:
-            raise CLIError(f"'{p}' is not a noise model file: it holds {sorted(keys)}, expected those written by "
-                           f"'{PROG} noise-model' (GMM: trained_weight, ...; histogram: histogram, ...)")
-    try:
-        return cls.load(str(p))
+        return load_noise_model(path)
     except (ValueError, OSError, KeyError) as e:
-        raise CLIError(f"cannot load noise model '{p}': {e}") from None
+        raise CLIError(f"cannot load noise model '{path}': {e}") from None
 
 
 def read_calibration_stack(path: Path, axis: int) -> np.ndarray:
@@ -989,7 +973,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     model = _create_model(pn2v_config, model_dir, args.name, args.overwrite, noise_model)
-    kind_file = folder / f"noise_model_{args.kind}.npz"
+    from .noise_models import noise_model_file
+    kind_file = folder / noise_model_file(args.kind)
     print(f"Saved the noise model as '{kind_file}'.")
     if not args.no_png:
         _plot_noise_model(noise_model, folder / "noise_model.png", pseudo, observed,

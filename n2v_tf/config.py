@@ -16,7 +16,21 @@ import numpy as np
 
 from .masking import MANIPULATORS, box_size
 
-__all__ = ["N2VConfig"]
+__all__ = ["N2VConfig", "denormalize", "normalize"]
+
+
+def normalize(x: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
+    """The network's input normalisation, per channel (last axis): ``(x - means) / stds``, float32.
+
+    The one formula of training batches, validation data, ``N2V.predict`` and the exported package (whose
+    pre-processing is written so that bioimageio.core computes the same, see :func:`n2v_tf.export`).
+    """
+    return (np.asarray(x, np.float32) - means) / stds
+
+
+def denormalize(y: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`normalize`: ``y * stds + means``, float32."""
+    return (np.asarray(y, np.float32) * stds + means).astype(np.float32, copy=False)
 
 
 def _is_int(v: Any, low: int | None = None) -> bool:
@@ -289,6 +303,10 @@ class N2VConfig(argparse.Namespace):
               "must be a bool (PN2V needs a single channel)")
         check("pn2v_samples", _is_int(self.pn2v_samples, 2), "must be an integer >= 2")
         return bad
+
+    def normalization(self) -> tuple[np.ndarray, np.ndarray]:
+        """The per-channel ``(means, stds)`` as float32 arrays (``config.json`` stores them as strings, as n2v)."""
+        return np.array([float(m) for m in self.means], np.float32), np.array([float(s) for s in self.stds], np.float32)
 
     def is_valid(self, return_invalid: bool = False) -> bool | tuple[bool, tuple[str, ...]]:
         """n2v-compatible validity check.

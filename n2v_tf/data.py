@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from .config import normalize
 from .io import IMAGE_EXTENSIONS, check_images, guess_axes, load_images, read_image
 from .masking import mask_batch
 
@@ -161,9 +162,7 @@ class N2VSequence(keras.utils.PyDataset):
                 if rng.random() < 0.5:
                     patch = patch[..., ::-1, :]
             batch[b] = patch
-        batch -= self.means
-        batch /= self.stds
-        return batch
+        return normalize(batch, self.means, self.stds)
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``index`` of epoch ``epoch``: ``(masked_input, concat([target, mask], -1))``, from the generator
@@ -261,7 +260,7 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
             X = X[np.linspace(0, len(X) - 1, max_patches).astype(int)]
     mean = np.asarray(means if means is not None else [0.0] * n_channel, np.float32)
     std = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float32)
-    return mask_batch((X - mean) / std, perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask)
+    return mask_batch(normalize(X, mean, std), perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask)
 
 
 def _grid_patches(img: np.ndarray, shape: Sequence[int]) -> np.ndarray:

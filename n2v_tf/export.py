@@ -89,8 +89,6 @@ CITATIONS = {
                "IEEE International Symposium on Biomedical Imaging (ISBI), 2020, pp. 154-158."),
               "10.1109/ISBI45749.2020.9098612"),
 }
-#: Attached noise-model file of a PN2V package, by noise-model kind (the names of the model folder).
-_NOISE_MODEL_FILES = {"gmm": "noise_model_gmm.npz", "histogram": "noise_model_histogram.npz"}
 
 
 class BioImageIOValidationError(RuntimeError):
@@ -140,13 +138,11 @@ def _algorithm(config, noise_model=None) -> tuple[str, list[str]]:
 
 
 def _noise_model_kind(noise_model) -> str:
-    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
-    if isinstance(noise_model, GaussianMixtureNoiseModel):
-        return "gmm"
-    if isinstance(noise_model, HistogramNoiseModel):
-        return "histogram"
-    raise TypeError(f"noise_model must be an n2v_tf GaussianMixtureNoiseModel or HistogramNoiseModel (their "
-                    f"parameters are written into the exported network), got {type(noise_model).__name__}")
+    from .noise_models import noise_model_kind
+    try:
+        return noise_model_kind(noise_model)
+    except TypeError as e:
+        raise TypeError(f"{e} (their parameters are written into the exported network)") from None
 
 
 def package_geometry(config) -> dict[str, int]:
@@ -367,9 +363,31 @@ def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str =
     return keras.Model(inp, total(g.mul(weights, samples)), name=name)
 
 
+#: bioimageio.core's ``fixed_zero_mean_unit_variance`` divides by ``std + eps`` with this ``eps``.
+BIOIMAGEIO_EPS = 1e-6
+#: The smallest ``std`` the model description accepts (spec 0.5: ``std >= 1e-6``).
+BIOIMAGEIO_MIN_STD = 1e-6
+
+
+def _preprocessing_stds(stds: Sequence[float]) -> list[float]:
+    """The ``std`` values of the package's pre-processing: ``std - eps``, so that bioimageio.core's division by
+    ``std + eps`` is the division by ``std`` of :func:`n2v_tf.config.normalize` (and of ``N2V.predict``)."""
+    out = []
+    for i, s in enumerate(stds):
+        pre = float(s) - BIOIMAGEIO_EPS
+        if pre < BIOIMAGEIO_MIN_STD:
+            raise ValueError(f"config.stds[{i}] = {float(s):.3g} is too small for a BioImage.IO package: its "
+                             f"pre-processing divides by std + {BIOIMAGEIO_EPS:g} and the description needs "
+                             f"std >= {BIOIMAGEIO_MIN_STD:g}, so the training std must be at least "
+                             f"{BIOIMAGEIO_MIN_STD + BIOIMAGEIO_EPS:g}. Rescale the data (e.g. to photon counts or "
+                             "0..65535) and train again")
+        out.append(pre)
+    return out
+
+
 def _predict_normalised(net, x: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-    y = net.predict(((x - means) / stds)[np.newaxis], verbose=0)[0]
-    return (y * stds + means).astype(np.float32)
+    from .config import denormalize, normalize
+    return denormalize(net.predict(normalize(x, means, stds)[np.newaxis], verbose=0)[0], means, stds)
 
 
 def _write_saved_model_bundle(net, n_dim: int, n_channel: int, out_zip: Path, workdir: Path) -> list[str]:
@@ -517,6 +535,7 @@ masked ("blind-spot") pixels from their surroundings. It removes noise that is i
         loss = f"loss masked {c.train_loss}"
         pn2v_lines = ""
     else:
+        from .noise_models import noise_model_file
         kind = _noise_model_kind(noise_model)
         lo, hi = noise_model.signal_range
         if kind == "gmm":
@@ -536,7 +555,7 @@ sum_k w_k s_k. It removes noise that is independent between pixels (shot and rea
         output = "the denoised image (the PN2V MMSE estimate)"
         loss = "loss: PN2V negative log-likelihood of the blind-spot pixels under the noise model"
         pn2v_lines = (
-            f"- Noise model: {nm_text}; attached as `{_NOISE_MODEL_FILES[kind]}` (n2v_tf/ppn2v `.npz` layout).\n"
+            f"- Noise model: {nm_text}; attached as `{noise_model_file(kind)}` (n2v_tf/ppn2v `.npz` layout).\n"
             f"- MMSE layers after the U-Net's {c.pn2v_samples} output channels: raw-unit samples, log p(x|s_k) of the "
             "noise model, softmax over the samples, weighted mean; Keras built-in layers only (the logarithms of "
             "the variances or densities by Halley iterations, exact to float32 rounding). Memory and time grow "
@@ -554,7 +573,8 @@ Exported with n2v_tf {n2v_tf_version}.
 - Input `input`: raw intensities with axes `batch, {spatial}, channel` ({c.n_channel_in} channel(s)), float32.
   Spatial sizes must be `{geo['min']} + n * {geo['step']}` (n = 0, 1, 2, ...).
 - Pre-processing (in the package): `fixed_zero_mean_unit_variance` per channel with the training statistics
-  mean = [{means}], std = [{stds}].
+  mean = [{means}], std = [{stds}] (the description stores std - {BIOIMAGEIO_EPS:g}, because bioimageio.core
+  divides by std + {BIOIMAGEIO_EPS:g}: the network then sees exactly what it saw in training).
 - Output `output`: {output} in the intensity units of the input (post-processing `scale_linear` with
   gain = std and offset = mean), same axes and size as the input.
 - Halo: {geo['halo']} pixels per side (the receptive-field radius, rounded up to a multiple of {geo['step']}).
@@ -609,18 +629,18 @@ def _build_description(*, name: str, description: str, authors: list[dict], lice
     from bioimageio.spec.model import v0_5 as spec
 
     c = config
-    means = [float(m) for m in c.means]
-    stds = [float(s) for s in c.stds]
+    means, stds = (v.astype(np.float64).tolist() for v in c.normalization())
+    pre_stds = _preprocessing_stds(stds)
     space_ids = ["z", "y", "x"] if c.n_dim == 3 else ["y", "x"]
     channel_names = [f"channel{i}" for i in range(c.n_channel_in)]
     in_id = spec.TensorId("input")
     if c.n_channel_in == 1:
         pre = spec.FixedZeroMeanUnitVarianceDescr(
-            kwargs=spec.FixedZeroMeanUnitVarianceKwargs(mean=means[0], std=stds[0]))
+            kwargs=spec.FixedZeroMeanUnitVarianceKwargs(mean=means[0], std=pre_stds[0]))
         post = spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=stds[0], offset=means[0]))
     else:
         pre = spec.FixedZeroMeanUnitVarianceDescr(kwargs=spec.FixedZeroMeanUnitVarianceAlongAxisKwargs(
-            axis=spec.AxisId("channel"), mean=means, std=stds))
+            axis=spec.AxisId("channel"), mean=means, std=pre_stds))
         post = spec.ScaleLinearDescr(kwargs=spec.ScaleLinearAlongAxisKwargs(
             axis=spec.AxisId("channel"), gain=stds, offset=means))
     inp = spec.InputTensorDescr(
@@ -845,6 +865,7 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
     if not weight_formats or unknown:
         raise ValueError(f"weight_formats must be a non-empty subset of {WEIGHT_FORMATS}, got {weight_formats}")
     _check_model(model)
+    _preprocessing_stds(model.config.normalization()[1])
     x, test_note = _prepare_test_input(model, test_img, axes, max_test_size, pad_test_img)
     _require("bioimageio.spec", purpose="BioImage.IO export")
     if "onnx" in weight_formats:
@@ -877,8 +898,7 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
     import keras
 
     from . import __version__ as n2v_tf_version
-    means = np.array([float(m) for m in c.means], np.float32)
-    stds = np.array([float(s) for s in c.stds], np.float32)
+    means, stds = c.normalization()
 
     work = Path(tempfile.mkdtemp(prefix="n2v_tf_export_"))
     try:
@@ -886,8 +906,8 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
         net = _clean_network(model)
         if noise_model is not None:
             net = pn2v_mmse_network(net, noise_model, means[0], stds[0])
-            files["noise_model"] = work / _NOISE_MODEL_FILES[nm_kind]
-            noise_model.save(files["noise_model"])
+            from .noise_models import save_noise_model
+            files["noise_model"] = Path(save_noise_model(work, noise_model))
         y = _predict_normalised(net, x, means, stds)
         files["test_input"] = work / "test_input.npy"
         files["test_output"] = work / "test_output.npy"
@@ -1071,14 +1091,13 @@ def import_bioimageio(path: str | Path, basedir: str | Path, name: str | None = 
 
 def _read_noise_model(zf: zipfile.ZipFile, path: Path):
     """The noise model attached to a PN2V package (``noise_model_gmm.npz`` or ``noise_model_histogram.npz``)."""
-    from .models import _noise_model_classes
+    from .noise_models import NOISE_MODELS, load_noise_model, noise_model_file
     names = set(zf.namelist())
-    found = [kind for kind, fname in _NOISE_MODEL_FILES.items() if fname in names]
+    found = [noise_model_file(kind) for kind in NOISE_MODELS if noise_model_file(kind) in names]
     if len(found) != 1:
         raise ValueError(f"{path} holds a PN2V model (config.probabilistic=True) but "
                          + ("no noise model file" if not found else "more than one noise model file")
-                         + f" (expected one of {sorted(_NOISE_MODEL_FILES.values())}): it cannot predict the MMSE "
-                         "estimate without it")
+                         + f" (expected one of {sorted(noise_model_file(k) for k in NOISE_MODELS)}): it cannot "
+                         "predict the MMSE estimate without it")
     with tempfile.TemporaryDirectory(prefix="n2v_tf_import_") as tmp:
-        local = Path(zf.extract(_NOISE_MODEL_FILES[found[0]], tmp))
-        return _noise_model_classes()[found[0]].load(local)
+        return load_noise_model(zf.extract(found[0], tmp))

@@ -21,7 +21,7 @@ from csbdeep.data import PadAndCropResizer, Resizer
 from csbdeep.models import CARE
 from csbdeep.utils import axes_check_and_normalize, load_json
 
-from .config import N2VConfig
+from .config import N2VConfig, denormalize, normalize
 from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, write_text_atomic
 from .losses import LOSSES, PN2VLoss, pn2v_mmse
@@ -192,7 +192,8 @@ class N2V(CARE):
         self.keras_model.save_weights = _atomic_saver(self.keras_model.save_weights)
         if self.basedir is not None and self.config.probabilistic:
             if noise_model is not None:
-                _save_noise_model(noise_model, self.logdir)
+                from .noise_models import save_noise_model
+                save_noise_model(self.logdir, noise_model)
             elif config is None:
                 self.noise_model = _load_noise_model(self.logdir)
 
@@ -308,7 +309,8 @@ class N2V(CARE):
                 raise ValueError("a PN2V model (config.probabilistic=True) needs a noise model: "
                                  "N2V(config, name, basedir, noise_model=...)")
             box = box_size(float(self.config.n2v_perc_pix), self.config.n_dim)
-            loss = PN2VLoss(self.noise_model, float(self.config.means[0]), float(self.config.stds[0]), box=box)
+            means, stds = self.config.normalization()
+            loss = PN2VLoss(self.noise_model, float(means[0]), float(stds[0]), box=box)
         else:
             loss = LOSSES[self.config.train_loss]
         self.keras_model.compile(optimizer=optimizer, loss=loss, metrics=[LOSSES[m] for m in metrics])
@@ -391,8 +393,9 @@ class N2V(CARE):
             warnings.warn(f"small number of validation images (only {100 * n_val / (n_train + n_val):.1f}% of all "
                           "images)", stacklevel=2)
         struct = None if c.structN2Vmask is None else np.array(c.structN2Vmask)
+        means, stds = c.normalization()
         masking = {"perc_pix": c.n2v_perc_pix, "manipulator": c.n2v_manipulator, "radius": c.n2v_neighborhood_radius,
-                   "struct_mask": struct, "means": [float(m) for m in c.means], "stds": [float(s) for s in c.stds]}
+                   "struct_mask": struct, "means": means, "stds": stds}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
         val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) else val_imgs,
@@ -552,9 +555,8 @@ class N2V(CARE):
         if n_tiles is not None:
             n_tiles = tuple(n_tiles[axes.index(a)] for a in net_axes) if "C" in axes else n_tiles + (1,)
         x, bad = self._non_finite(x, nan_policy)
-        means = np.array([float(m) for m in c.means], np.float32)
-        stds = np.array([float(s) for s in c.stds], np.float32)
-        x = (x - means) / stds
+        means, stds = c.normalization()
+        x = normalize(x, means, stds)
         yx = (net_axes.index("Y"), net_axes.index("X"))
 
         if c.probabilistic:
@@ -566,7 +568,7 @@ class N2V(CARE):
                 div = self._axes_div_by(net_axes)
                 padded = resizer.before(x, net_axes, div)
                 out = resizer.after(self.keras_model.predict(padded[np.newaxis], verbose=0)[0], net_axes)
-                return (out * stds[0] + means[0]).astype(np.float32)
+                return denormalize(out, means[0], stds[0])
             if pn2v_output == "mmse" and self.noise_model is None:
                 raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
             key = (id(self.keras_model), id(self.noise_model), float(means[0]), float(stds[0]))
@@ -593,7 +595,7 @@ class N2V(CARE):
             pred = tta_backward(preds, yx_axes=yx)
         else:
             pred = _run(x, n_tiles)
-        pred = (pred * stds + means).astype(np.float32)
+        pred = denormalize(pred, means, stds)
         if bad is not None:
             pred[bad] = np.nan
         return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
@@ -721,26 +723,10 @@ def _pn2v_predictor(network: keras.Model, noise_model, mean: float, std: float) 
     return keras.Model(inp, _PN2VHead(noise_model, mean, std)([inp, network(inp)]))
 
 
-def _noise_model_classes() -> dict:
-    from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
-    return {"gmm": GaussianMixtureNoiseModel, "histogram": HistogramNoiseModel}
-
-
-def _save_noise_model(noise_model, logdir: Path) -> None:
-    kinds = {cls: kind for kind, cls in _noise_model_classes().items()}
-    if type(noise_model) not in kinds:
-        raise TypeError(f"noise_model must be a HistogramNoiseModel or GaussianMixtureNoiseModel, "
-                        f"got {type(noise_model).__name__}")
-    for old in logdir.glob("noise_model_*.npz"):
-        old.unlink()
-    noise_model.save(str(logdir / f"noise_model_{kinds[type(noise_model)]}.npz"))
-
-
 def _load_noise_model(logdir: Path):
-    for kind, cls in _noise_model_classes().items():
-        path = logdir / f"noise_model_{kind}.npz"
-        if path.exists():
-            return cls.load(str(path))
-    warnings.warn(f"{logdir} holds a PN2V model without a noise model file: predict(..., pn2v_output='mmse') "
-                  "needs N2V(None, name, basedir, noise_model=...)", stacklevel=3)
-    return None
+    from .noise_models import load_noise_model
+    noise_model = load_noise_model(logdir)
+    if noise_model is None:
+        warnings.warn(f"{logdir} holds a PN2V model without a noise model file: predict(..., pn2v_output='mmse') "
+                      "needs N2V(None, name, basedir, noise_model=...)", stacklevel=3)
+    return noise_model

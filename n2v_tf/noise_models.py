@@ -41,8 +41,8 @@ from keras import ops
 
 from .io import save_npz_atomic, savefig_atomic
 
-__all__ = ["DEFAULT_BINS", "GMM_TOL", "HIST_FLOOR", "GaussianMixtureNoiseModel", "HistogramNoiseModel",
-           "bootstrap_noise_model"]
+__all__ = ["DEFAULT_BINS", "GMM_TOL", "HIST_FLOOR", "NOISE_MODELS", "GaussianMixtureNoiseModel", "HistogramNoiseModel",
+           "bootstrap_noise_model", "load_noise_model", "noise_model_file", "noise_model_kind", "save_noise_model"]
 
 DEFAULT_BINS = 100      # histogram bins per axis (signal and observation)
 HIST_FLOOR = 1e-10      # smallest probability mass of a histogram bin: log never sees 0
@@ -1254,10 +1254,95 @@ class GaussianMixtureNoiseModel(_NoiseModel):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Bootstrapping (fully unsupervised PN2V)
+# The registry: kinds, classes, files
 # ----------------------------------------------------------------------------------------------------------------------
 
-_KINDS = {"gmm": GaussianMixtureNoiseModel, "histogram": HistogramNoiseModel}
+#: Noise-model kinds and their classes; a model folder or a package holds ``noise_model_<kind>.npz``.
+NOISE_MODELS = {"gmm": GaussianMixtureNoiseModel, "histogram": HistogramNoiseModel}
+
+
+def noise_model_file(kind: str) -> str:
+    """File name of a noise model of ``kind`` in a model folder or package (``'noise_model_gmm.npz'``, ...)."""
+    if kind not in NOISE_MODELS:
+        raise ValueError(f"noise model kind must be one of {sorted(NOISE_MODELS)}, got {kind!r}")
+    return f"noise_model_{kind}.npz"
+
+
+def noise_model_kind(noise_model) -> str:
+    """The kind (``'gmm'`` or ``'histogram'``) of an n2v_tf noise model; :class:`TypeError` for anything else."""
+    for kind, cls in NOISE_MODELS.items():
+        if type(noise_model) is cls:
+            return kind
+    raise TypeError(f"noise_model must be an n2v_tf GaussianMixtureNoiseModel or HistogramNoiseModel, got "
+                    f"{type(noise_model).__name__}")
+
+
+def save_noise_model(folder: PathLike, noise_model) -> str:
+    """Write ``noise_model`` as ``folder/noise_model_<kind>.npz`` (replacing any other noise model file there).
+
+    Returns
+    -------
+    str
+        The file's path.
+    """
+    kind = noise_model_kind(noise_model)
+    folder = os.fspath(folder)
+    for other in NOISE_MODELS:
+        if other != kind and os.path.exists(os.path.join(folder, noise_model_file(other))):
+            os.remove(os.path.join(folder, noise_model_file(other)))
+    path = os.path.join(folder, noise_model_file(kind))
+    noise_model.save(path)
+    return path
+
+
+def _kind_of_file(path: str) -> str:
+    """Which class wrote a noise model file: by its keys (n2v_tf, ppn2v, CAREamics ``.npz``; pn2v's ``.npy``)."""
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"cannot read noise model file '{path}': "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if isinstance(obj, np.ndarray):
+        return "histogram"                                  # pn2v's createHistogram array (3, B, B)
+    keys = set(obj.files)
+    obj.close()
+    for kind, key in (("gmm", "trained_weight"), ("histogram", "histogram")):
+        if key in keys:
+            return kind
+    raise ValueError(f"'{path}' is not a noise model file: it holds {sorted(keys)}, expected those of a GMM "
+                     "(trained_weight, min_signal, max_signal, ...) or a histogram (histogram, min_value, ...)")
+
+
+def load_noise_model(folder_or_file: PathLike):
+    """Load a noise model: a file (any name; kind from its contents) or a model folder's ``noise_model_<kind>.npz``.
+
+    Returns
+    -------
+    GaussianMixtureNoiseModel or HistogramNoiseModel or None
+        ``None`` if a folder holds no noise model file.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder_or_file`` does not exist.
+    ValueError
+        The file is not a (readable) noise model file.
+    """
+    path = os.fspath(folder_or_file)
+    if os.path.isdir(path):
+        for kind, cls in NOISE_MODELS.items():
+            candidate = os.path.join(path, noise_model_file(kind))
+            if os.path.exists(candidate):
+                return cls.load(candidate)
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"noise model '{path}' does not exist (no such file)")
+    return NOISE_MODELS[_kind_of_file(path)].load(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bootstrapping (fully unsupervised PN2V)
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 def bootstrap_noise_model(n2v_model, images, axes: str, kind: str = "gmm", clip_percent: float = 0.5,
@@ -1298,8 +1383,8 @@ def bootstrap_noise_model(n2v_model, images, axes: str, kind: str = "gmm", clip_
     .. [1] M. Prakash, M. Lalit, P. Tomancak, A. Krull, F. Jug, "Fully Unsupervised Probabilistic Noise2Void",
        ISBI 2020.
     """
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    if kind not in NOISE_MODELS:
+        raise ValueError(f"kind must be one of {sorted(NOISE_MODELS)}, got {kind!r}")
     if getattr(n2v_model.config, "probabilistic", False):
         raise ValueError("n2v_model must be a plain N2V/N2V2 model (config.probabilistic=False) to bootstrap from")
     if not 0 <= clip_percent < 50:
@@ -1315,4 +1400,4 @@ def bootstrap_noise_model(n2v_model, images, axes: str, kind: str = "gmm", clip_
     signal, observation = np.concatenate(signal), np.concatenate(observation)
     lo, hi = np.percentile(signal, [clip_percent, 100 - clip_percent])
     keep = (signal >= lo) & (signal <= hi)
-    return _KINDS[kind].fit(signal[keep], observation[keep], **fit_kwargs)
+    return NOISE_MODELS[kind].fit(signal[keep], observation[keep], **fit_kwargs)

@@ -191,3 +191,13 @@ def test_load_then_check(tmp_path):
         check_images(images, axes, n_dim=2)
     with pytest.warns(UserWarning, match="8 px along Z"):
         assert "axes ZYX, shape 8x64x64" in check_images(images, axes, n_dim=3, names=["stack.tif"])
+
+
+def test_io_does_not_import_tensorflow():
+    """Reading a TIFF must not cost the TensorFlow import (issue 12): n2v_tf.io imports no Keras."""
+    import subprocess
+    import sys
+    code = ("import sys, n2v_tf.io, n2v_tf.config, n2v_tf.masking; "
+            "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
