@@ -20,17 +20,19 @@ __all__ = ["N2VConfig", "denormalize", "normalize"]
 
 
 def normalize(x: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-    """The network's input normalisation, per channel (last axis): ``(x - means) / stds``, float32.
+    """The network's input normalisation, per channel (last axis): ``(x - means) / stds``, returned as float32.
 
     The one formula of training batches, validation data, ``N2V.predict`` and the exported package (whose
-    pre-processing is written so that bioimageio.core computes the same, see :func:`n2v_tf.export`).
+    pre-processing is written so that bioimageio.core computes the same, see :mod:`n2v_tf.export`). With the
+    float64 statistics of :meth:`N2VConfig.normalization` it is computed in float64, as bioimageio.core does, so
+    that data with a tiny std (e.g. 1e-3) give the same network input in both.
     """
-    return (np.asarray(x, np.float32) - means) / stds
+    return ((np.asarray(x) - means) / stds).astype(np.float32, copy=False)
 
 
 def denormalize(y: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`normalize`: ``y * stds + means``, float32."""
-    return (np.asarray(y, np.float32) * stds + means).astype(np.float32, copy=False)
+    """The inverse of :func:`normalize`: ``y * stds + means``, returned as float32."""
+    return (np.asarray(y) * stds + means).astype(np.float32, copy=False)
 
 
 def _is_int(v: Any, low: int | None = None) -> bool:
@@ -305,8 +307,10 @@ class N2VConfig(argparse.Namespace):
         return bad
 
     def normalization(self) -> tuple[np.ndarray, np.ndarray]:
-        """The per-channel ``(means, stds)`` as float32 arrays (``config.json`` stores them as strings, as n2v)."""
-        return np.array([float(m) for m in self.means], np.float32), np.array([float(s) for s in self.stds], np.float32)
+        """The per-channel ``(means, stds)`` as float64 arrays (``config.json`` stores them as strings, as n2v),
+        for :func:`normalize` / :func:`denormalize`."""
+        return (np.array([float(m) for m in self.means], np.float64),
+                np.array([float(s) for s in self.stds], np.float64))
 
     def is_valid(self, return_invalid: bool = False) -> bool | tuple[bool, tuple[str, ...]]:
         """n2v-compatible validity check.

@@ -133,8 +133,8 @@ class N2VSequence(keras.utils.PyDataset):
         self.perc_pix, self.manipulator, self.radius = perc_pix, manipulator, radius
         self.struct_mask = None if struct_mask is None else np.array(struct_mask, copy=True)
         self.augment = augment
-        self.means = np.asarray(means if means is not None else [0.0] * n_channel, np.float32)
-        self.stds = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float32)
+        self.means = np.asarray(means if means is not None else [0.0] * n_channel, np.float64)
+        self.stds = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float64)
         positions = np.array([np.prod([s - p + 1 for s, p in zip(im.shape[:-1], self.patch_shape)])
                               for im in self.images], dtype=np.float64)
         self._p = positions / positions.sum()
@@ -258,8 +258,8 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
             raise ValueError(f"validation_X: every image is smaller than n2v_patch_shape {tuple(patch_shape)}")
         if len(X) > max_patches:
             X = X[np.linspace(0, len(X) - 1, max_patches).astype(int)]
-    mean = np.asarray(means if means is not None else [0.0] * n_channel, np.float32)
-    std = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float32)
+    mean = np.asarray(means if means is not None else [0.0] * n_channel, np.float64)
+    std = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float64)
     return mask_batch(normalize(X, mean, std), perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask)
 
 

@@ -629,7 +629,7 @@ def _build_description(*, name: str, description: str, authors: list[dict], lice
     from bioimageio.spec.model import v0_5 as spec
 
     c = config
-    means, stds = (v.astype(np.float64).tolist() for v in c.normalization())
+    means, stds = (v.tolist() for v in c.normalization())
     pre_stds = _preprocessing_stds(stds)
     space_ids = ["z", "y", "x"] if c.n_dim == 3 else ["y", "x"]
     channel_names = [f"channel{i}" for i in range(c.n_channel_in)]
@@ -853,88 +853,24 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
     path = Path(path)
     if not path.name.endswith(".zip"):
         raise ValueError(f"path must name a .zip file (e.g. 'my_model.bioimage.io.zip'), got '{path}'")
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; it is never replaced")
-    if isinstance(weight_formats, str):
-        weight_formats = (weight_formats,)
-    weight_formats = tuple(dict.fromkeys(weight_formats))
-    unknown = [w for w in weight_formats if w not in WEIGHT_FORMATS]
-    if not weight_formats or unknown:
-        raise ValueError(f"weight_formats must be a non-empty subset of {WEIGHT_FORMATS}, got {weight_formats}")
-    _check_model(model)
-    _preprocessing_stds(model.config.normalization()[1])
+    weight_formats = _check_export_args(model, path, overwrite, weight_formats, validate)
     x, test_note = _prepare_test_input(model, test_img, axes, max_test_size, pad_test_img)
-    _require("bioimageio.spec", purpose="BioImage.IO export")
-    if "onnx" in weight_formats:
-        _require("tf2onnx", "onnx", purpose="ONNX export")
-    if validate:
-        _require("bioimageio.core", *(("onnxruntime",) if "onnx" in weight_formats else ()),
-                 purpose="Validation of the export")
     c = model.config
     noise_model = model.noise_model if c.probabilistic else None
-    nm_kind = None if noise_model is None else _noise_model_kind(noise_model)
     algorithm, cite_keys = _algorithm(c, noise_model)
     geo = package_geometry(c)
     name = _model_name(name, model, algorithm)
     if description is None:
-        description = (f"{algorithm} self-supervised denoising of {c.n_dim}D images with {c.n_channel_in} "
-                       f"channel(s) (n2v_tf).")
-        if noise_model is not None:
-            description = (f"{algorithm} self-supervised denoising of {c.n_dim}D images: MMSE estimate from "
-                           f"{c.pn2v_samples} signal samples per pixel and a "
-                           f"{'Gaussian mixture' if nm_kind == 'gmm' else 'histogram'} noise model (n2v_tf).")
+        description = _default_description(c, algorithm, noise_model)
     author_list = _authors(authors)
-    base_tags = ["denoising", "n2v", "noise2void", "self-supervised", "unet", f"{c.n_dim}d", "tensorflow",
-                 "keras", "deepimagej"] + (["onnx"] if "onnx" in weight_formats else [])
-    base_tags += [t for t, on in (("n2v2", algorithm.endswith("2")), ("structn2v", c.structN2Vmask is not None))
-                  if on]
-    if noise_model is not None:
-        base_tags += ["pn2v", "probabilistic", "noise-model", "gmm" if nm_kind == "gmm" else "histogram"]
-    tag_list = list(dict.fromkeys(base_tags + [str(t) for t in (tags or [])]))
-
-    import keras
+    tag_list = _tags(c, algorithm, noise_model, weight_formats, tags)
 
     from . import __version__ as n2v_tf_version
-    means, stds = c.normalization()
 
     work = Path(tempfile.mkdtemp(prefix="n2v_tf_export_"))
     try:
-        files: dict[str, Path] = {}
-        net = _clean_network(model)
-        if noise_model is not None:
-            net = pn2v_mmse_network(net, noise_model, means[0], stds[0])
-            from .noise_models import save_noise_model
-            files["noise_model"] = Path(save_noise_model(work, noise_model))
-        y = _predict_normalised(net, x, means, stds)
-        files["test_input"] = work / "test_input.npy"
-        files["test_output"] = work / "test_output.npy"
-        np.save(files["test_input"], x[np.newaxis])
-        np.save(files["test_output"], y[np.newaxis])
-        import tifffile
-        files["sample_input"] = work / "sample_input.tif"
-        files["sample_output"] = work / "sample_output.tif"
-        tifffile.imwrite(files["sample_input"], np.squeeze(x, -1) if x.shape[-1] == 1 else x)
-        tifffile.imwrite(files["sample_output"], np.squeeze(y, -1) if y.shape[-1] == 1 else y)
-        files["cover"] = work / "cover.png"
-        _cover(x, y, files["cover"])
-        files["config"] = work / _CONFIG_NAME
-        files["config"].write_text(json.dumps(json.loads(json.dumps(vars(c))), indent=2))
-
-        ops = None
-        for wf in weight_formats:
-            files[wf] = work / _FILES[wf]
-            with _quiet_tf():
-                if wf == "keras_v3":
-                    net.save(files[wf])
-                elif wf == "keras_hdf5":
-                    keras.saving.save_model(net, str(files[wf]), include_optimizer=False)
-                elif wf == "tensorflow_saved_model_bundle":
-                    ops = _write_saved_model_bundle(net, c.n_dim, c.n_channel_in, files[wf], work)
-                elif wf == "onnx":
-                    _write_onnx(net, c.n_dim, c.n_channel_in, files[wf])
+        net, files = _write_test_files(model, noise_model, x, work)
+        ops = _write_weights(net, c, weight_formats, files, work)
         files["documentation"] = work / "README.md"
         _documentation(files["documentation"], name=name, description=description, algorithm=algorithm,
                        cite_keys=cite_keys, config=c, geo=geo, weight_formats=weight_formats, ops=ops,
@@ -948,26 +884,107 @@ def export_bioimageio(model, path: str | Path, *, test_img: np.ndarray | None = 
         save_bioimageio_package(descr, output_path=package)
 
         if validate:
-            results = validate_bioimageio(package, weight_formats)
-            failed = [wf for wf in weight_formats if results.get(wf, {}).get("status") != "passed"]
-            if failed:
-                text = "\n\n".join(f"== {wf}: {results.get(wf, {}).get('status', 'missing')}\n"
-                                   f"{results.get(wf, {}).get('summary', '')}" for wf in failed)
-                raise BioImageIOValidationError(
-                    f"bioimageio.core.test_model failed for weight format(s) {', '.join(failed)}; nothing was "
-                    f"written to {path}.\n{text}", results)
-
+            _raise_unless_passed(validate_bioimageio(package, weight_formats), weight_formats, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        try:
+        from .io import atomic_path
+        with atomic_path(path) as partial:
             shutil.copyfile(package, partial)
-            os.replace(partial, path)
-        finally:
-            if partial.exists():
-                partial.unlink()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def _check_export_args(model, path: Path, overwrite: bool, weight_formats, validate: bool) -> tuple[str, ...]:
+    """Check everything that can be checked before work starts; return the weight formats as a tuple."""
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; it is never replaced")
+    if isinstance(weight_formats, str):
+        weight_formats = (weight_formats,)
+    weight_formats = tuple(dict.fromkeys(weight_formats))
+    unknown = [w for w in weight_formats if w not in WEIGHT_FORMATS]
+    if not weight_formats or unknown:
+        raise ValueError(f"weight_formats must be a non-empty subset of {WEIGHT_FORMATS}, got {weight_formats}")
+    _check_model(model)
+    _preprocessing_stds(model.config.normalization()[1])
+    _require("bioimageio.spec", purpose="BioImage.IO export")
+    if "onnx" in weight_formats:
+        _require("tf2onnx", "onnx", purpose="ONNX export")
+    if validate:
+        _require("bioimageio.core", *(("onnxruntime",) if "onnx" in weight_formats else ()),
+                 purpose="Validation of the export")
+    return weight_formats
+
+
+def _default_description(c, algorithm: str, noise_model) -> str:
+    if noise_model is None:
+        return f"{algorithm} self-supervised denoising of {c.n_dim}D images with {c.n_channel_in} channel(s) (n2v_tf)."
+    kind = "Gaussian mixture" if _noise_model_kind(noise_model) == "gmm" else "histogram"
+    return (f"{algorithm} self-supervised denoising of {c.n_dim}D images: MMSE estimate from {c.pn2v_samples} "
+            f"signal samples per pixel and a {kind} noise model (n2v_tf).")
+
+
+def _tags(c, algorithm: str, noise_model, weight_formats: Sequence[str], extra: Sequence[str] | None) -> list[str]:
+    tags = ["denoising", "n2v", "noise2void", "self-supervised", "unet", f"{c.n_dim}d", "tensorflow",
+            "keras", "deepimagej"] + (["onnx"] if "onnx" in weight_formats else [])
+    tags += [t for t, on in (("n2v2", algorithm.endswith("2")), ("structn2v", c.structN2Vmask is not None)) if on]
+    if noise_model is not None:
+        tags += ["pn2v", "probabilistic", "noise-model", _noise_model_kind(noise_model)]
+    return list(dict.fromkeys(tags + [str(t) for t in (extra or [])]))
+
+
+def _write_test_files(model, noise_model, x: np.ndarray, work: Path):
+    """The exported network and the package's data files (test/sample tensors, cover, config, noise model)."""
+    import tifffile
+    c = model.config
+    means, stds = c.normalization()
+    files: dict[str, Path] = {}
+    net = _clean_network(model)
+    if noise_model is not None:
+        from .noise_models import save_noise_model
+        net = pn2v_mmse_network(net, noise_model, means[0], stds[0])
+        files["noise_model"] = Path(save_noise_model(work, noise_model))
+    y = _predict_normalised(net, x, means, stds)
+    for key, arr in (("input", x), ("output", y)):
+        files[f"test_{key}"] = work / f"test_{key}.npy"
+        np.save(files[f"test_{key}"], arr[np.newaxis])
+        files[f"sample_{key}"] = work / f"sample_{key}.tif"
+        tifffile.imwrite(files[f"sample_{key}"], np.squeeze(arr, -1) if arr.shape[-1] == 1 else arr)
+    files["cover"] = work / "cover.png"
+    _cover(x, y, files["cover"])
+    files["config"] = work / _CONFIG_NAME
+    files["config"].write_text(json.dumps(json.loads(json.dumps(vars(c))), indent=2))
+    return net, files
+
+
+def _write_weights(net, c, weight_formats: Sequence[str], files: dict, work: Path) -> list[str] | None:
+    """Write each weight format; return the graph ops of the TensorFlow bundle (for the README), if written."""
+    import keras
+    ops = None
+    for wf in weight_formats:
+        files[wf] = work / _FILES[wf]
+        with _quiet_tf():
+            if wf == "keras_v3":
+                net.save(files[wf])
+            elif wf == "keras_hdf5":
+                keras.saving.save_model(net, str(files[wf]), include_optimizer=False)
+            elif wf == "tensorflow_saved_model_bundle":
+                ops = _write_saved_model_bundle(net, c.n_dim, c.n_channel_in, files[wf], work)
+            elif wf == "onnx":
+                _write_onnx(net, c.n_dim, c.n_channel_in, files[wf])
+    return ops
+
+
+def _raise_unless_passed(results: Mapping[str, Mapping[str, str]], weight_formats: Sequence[str], path: Path) -> None:
+    failed = [wf for wf in weight_formats if results.get(wf, {}).get("status") != "passed"]
+    if failed:
+        text = "\n\n".join(f"== {wf}: {results.get(wf, {}).get('status', 'missing')}\n"
+                           f"{results.get(wf, {}).get('summary', '')}" for wf in failed)
+        raise BioImageIOValidationError(
+            f"bioimageio.core.test_model failed for weight format(s) {', '.join(failed)}; nothing was "
+            f"written to {path}.\n{text}", results)
 
 
 def export_tf_compat(model, name: str, description: str, authors, test_img: np.ndarray, axes: str,

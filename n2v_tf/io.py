@@ -556,7 +556,16 @@ def check_images(images: np.ndarray | Sequence[np.ndarray], axes: str | None, n_
         if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
             raise ValueError(f"check_images: {n} has dtype {a.dtype}; images must hold real numbers (integers or "
                              "floats)")
-    a0, n0 = arrays[0], names[0]
+    _check_dimensions(arrays[0], names[0], axes, how, n_dim)
+    n_ch = _check_channels(arrays, names, axes, how, channels)
+    _check_values(arrays, names)
+    sizes = _check_sizes(arrays, names, axes, allow_mixed_sizes, min_size)
+    _warn_unusual(arrays, names, axes, sizes)
+    return _summary(arrays, axes, how, n_ch)
+
+
+def _check_dimensions(a0: np.ndarray, n0: str, axes: str, how: str, n_dim: int) -> None:
+    """A 3D stack given to a 2D model, or a 2D image to a 3D model."""
     if n_dim == 2 and "Z" in axes:
         slices = f"{a0.shape[axes.index('Z')]} Z slices"
         alt = (f"to train a 2D model on its slices use axes {axes.replace('Z', 'S')!r}" if not set("ST") & set(axes)
@@ -567,6 +576,10 @@ def check_images(images: np.ndarray | Sequence[np.ndarray], axes: str | None, n_
         raise ValueError(f"check_images: a 2D image was given where 3D stacks are expected: {n0} has axes {axes!r}"
                          f"{how}, shape {a0.shape}, without a Z axis; use n_dim=2 for 2D images, or give axes with Z "
                          "(e.g. 'ZYX') if the images are stacks")
+
+
+def _check_channels(arrays, names, axes: str, how: str, channels: int | None) -> list[int]:
+    """Channel counts: as expected (an RGB image for a grayscale model says so) and equal for all images."""
     n_ch = [a.shape[axes.index("C")] if "C" in axes else 1 for a in arrays]
     if channels is not None:
         for a, n, c in zip(arrays, names, n_ch):
@@ -579,8 +592,14 @@ def check_images(images: np.ndarray | Sequence[np.ndarray], axes: str | None, n_
                                  f"but channels={channels} are expected")
     for a, n, c in zip(arrays[1:], names[1:], n_ch[1:]):
         if c != n_ch[0]:
-            raise ValueError(f"check_images: the images have different channel counts ({n0}: {n_ch[0]}, {n}: {c}); "
+            raise ValueError(f"check_images: the images have different channel counts ({names[0]}: {n_ch[0]}, {n}: {c}); "
                              "give images with the same channels")
+    return n_ch
+
+
+def _check_values(arrays, names) -> None:
+    """One dtype for all images, no NaN/Inf."""
+    a0, n0 = arrays[0], names[0]
     for a, n in zip(arrays[1:], names[1:]):
         if a.dtype != a0.dtype:
             raise ValueError(f"check_images: the images have different dtypes ({a0.dtype} in {n0}, {a.dtype} in {n}): "
@@ -589,6 +608,11 @@ def check_images(images: np.ndarray | Sequence[np.ndarray], axes: str | None, n_
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ValueError(f"check_images: {n} contains {int((~np.isfinite(a)).sum())} NaN or infinite value(s): "
                              "replace them (e.g. np.nan_to_num(img, nan=np.nanmedian(img))) or leave the image out")
+
+
+def _check_sizes(arrays, names, axes: str, allow_mixed_sizes: bool, min_size) -> list[tuple[int, ...]]:
+    """Spatial sizes: equal unless allowed, at least ``min_size``; returns them."""
+    n0 = names[0]
     spatial = [i for i, c in enumerate(axes) if c in "ZYX"]
     sizes = [tuple(a.shape[i] for i in spatial) for a in arrays]
     if not allow_mixed_sizes:
@@ -607,17 +631,27 @@ def check_images(images: np.ndarray | Sequence[np.ndarray], axes: str | None, n_
                 if size < m:
                     raise ValueError(f"check_images: {n} is {size} px along {axes[i]}, smaller than the minimum {m} "
                                      "(the training patch): use larger images, or a smaller patch")
+    return sizes
+
+
+def _warn_unusual(arrays, names, axes: str, sizes) -> None:
+    """Warn about tiny, huge and blank images."""
+    spatial = [i for i, c in enumerate(axes) if c in "ZYX"]
     for a, n, s in zip(arrays, names, sizes):
         small = [f"{size} px along {axes[i]}" for size, i in zip(s, spatial) if size < TINY_SIZE[axes[i]]]
         if small:
             warnings.warn(f"{n} is tiny ({', '.join(small)}): N2V learns from many pixels, and the training patch "
-                          "must fit in the image; use larger images if you have them", stacklevel=2)
+                          "must fit in the image; use larger images if you have them", stacklevel=4)
         if a.size * 4 > HUGE_BYTES:
             warnings.warn(f"{n} is huge ({a.size * 4 / 1024 ** 3:.1f} GiB in float32, shape {a.shape}): predict it "
-                          "with n_tiles (e.g. n_tiles=(4, 4)) to fit in memory", stacklevel=2)
+                          "with n_tiles (e.g. n_tiles=(4, 4)) to fit in memory", stacklevel=4)
         if a.size and a.min() == a.max():
             warnings.warn(f"{n} has a single value ({a.flat[0]}) everywhere: is it a blank frame? Leave it out",
-                          stacklevel=2)
+                          stacklevel=4)
+
+
+def _summary(arrays, axes: str, how: str, n_ch: list[int]) -> str:
+    a0 = arrays[0]
     shapes = sorted({a.shape for a in arrays})
     shape_txt = (f"shape {_shape_str(shapes[0])}" if len(shapes) == 1 else
                  f"{len(shapes)} different shapes ({', '.join(_shape_str(s) for s in shapes[:3])}"

@@ -523,22 +523,9 @@ class N2V(CARE):
         """
         c = self.config
         img = np.asarray(img)
-        axes = axes_check_and_normalize(axes, img.ndim)
-        spatial = "ZYX" if c.n_dim == 3 else "YX"
-        if set(axes) - set("CST") != set(spatial):
-            raise ValueError(f"axes {axes!r} do not fit this {c.n_dim}D model: it needs the axes {spatial!r}, "
-                             "optionally 'C' and one sample axis 'S' or 'T'")
-        if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-        n_tiles = None if n_tiles is None else tuple(int(t) for t in n_tiles)
-        if n_tiles is not None and len(n_tiles) != img.ndim:
-            raise ValueError(f"n_tiles must have one entry per axis of img ({axes!r}), got {n_tiles}")
-        if n_tiles is not None:
-            self._check_tiles(img.shape, axes, n_tiles)
+        axes, n_tiles = self._check_predict_args(img, axes, n_tiles, nan_policy)
         sample = next((a for a in "ST" if a in axes), None)
-        if sample is not None:
-            if "S" in axes and "T" in axes:
-                raise ValueError(f"axes {axes!r}: use only one of 'S' and 'T'")
+        if sample is not None:  # images one by one
             i = axes.index(sample)
             sub_tiles = None if n_tiles is None else n_tiles[:i] + n_tiles[i + 1:]
             out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta, pn2v_output=pn2v_output,
@@ -548,57 +535,78 @@ class N2V(CARE):
         if n_ch != c.n_channel_in:
             raise ValueError(f"img has {n_ch} channel(s) (axes {axes!r}, shape {img.shape}) but the model expects "
                              f"{c.n_channel_in}" + ("; add 'C' to axes" if "C" not in axes else ""))
-        if img.dtype != np.float32:
-            img = img.astype(np.float32)
         x = np.moveaxis(img, axes.index("C"), -1) if "C" in axes else img[..., np.newaxis]
         net_axes = axes.replace("C", "") + "C"
         if n_tiles is not None:
             n_tiles = tuple(n_tiles[axes.index(a)] for a in net_axes) if "C" in axes else n_tiles + (1,)
-        x, bad = self._non_finite(x, nan_policy)
+        x, bad = self._non_finite(x.astype(np.float32, copy=False), nan_policy)
         means, stds = c.normalization()
         x = normalize(x, means, stds)
-        yx = (net_axes.index("Y"), net_axes.index("X"))
+        if c.probabilistic and pn2v_output == "samples":
+            if (n_tiles is not None and np.prod(n_tiles) > 1) or tta:
+                raise ValueError("pn2v_output='samples' supports neither tiling nor tta")
+            padded = resizer.before(x, net_axes, self._axes_div_by(net_axes))
+            out = resizer.after(self.keras_model.predict(padded[np.newaxis], verbose=0)[0], net_axes)
+            return denormalize(out, means[0], stds[0])
+        predictor, part = self._predictor(pn2v_output, means, stds)
+        pred = denormalize(self._predict_tiles(x, net_axes, n_tiles, tta, resizer, predictor, part), means, stds)
+        if bad is not None:
+            pred[bad] = np.nan
+        return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
 
-        if c.probabilistic:
-            if pn2v_output not in ("mmse", "prior_mean", "samples"):
-                raise ValueError(f"pn2v_output must be 'mmse', 'prior_mean' or 'samples', got {pn2v_output!r}")
-            if pn2v_output == "samples":
-                if (n_tiles is not None and np.prod(n_tiles) > 1) or tta:
-                    raise ValueError("pn2v_output='samples' supports neither tiling nor tta")
-                div = self._axes_div_by(net_axes)
-                padded = resizer.before(x, net_axes, div)
-                out = resizer.after(self.keras_model.predict(padded[np.newaxis], verbose=0)[0], net_axes)
-                return denormalize(out, means[0], stds[0])
-            if pn2v_output == "mmse" and self.noise_model is None:
-                raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
-            key = (id(self.keras_model), id(self.noise_model), float(means[0]), float(stds[0]))
-            if getattr(self, "_pn2v_cache", (None,))[0] != key:  # build the MMSE head once, not per call
-                self._pn2v_cache = (key, _pn2v_predictor(self.keras_model, self.noise_model, *key[2:]))
-            predictor = self._pn2v_cache[1]
-            part = 0 if pn2v_output == "mmse" else 1
-        else:
-            predictor, part = self.keras_model, 0
+    def _check_predict_args(self, img: np.ndarray, axes: str, n_tiles, nan_policy: str
+                            ) -> tuple[str, tuple[int, ...] | None]:
+        """Normalised axes and ``n_tiles`` of a ``predict`` call, or a ValueError that says what does not fit."""
+        c = self.config
+        axes = axes_check_and_normalize(axes, img.ndim)
+        spatial = "ZYX" if c.n_dim == 3 else "YX"
+        if set(axes) - set("CST") != set(spatial):
+            raise ValueError(f"axes {axes!r} do not fit this {c.n_dim}D model: it needs the axes {spatial!r}, "
+                             "optionally 'C' and one sample axis 'S' or 'T'")
+        if "S" in axes and "T" in axes:
+            raise ValueError(f"axes {axes!r}: use only one of 'S' and 'T'")
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        n_tiles = None if n_tiles is None else tuple(int(t) for t in n_tiles)
+        if n_tiles is not None and len(n_tiles) != img.ndim:
+            raise ValueError(f"n_tiles must have one entry per axis of img ({axes!r}), got {n_tiles}")
+        if n_tiles is not None:
+            self._check_tiles(img.shape, axes, n_tiles)
+        return axes, n_tiles
 
-        def _run(arr, tiles):
+    def _predictor(self, pn2v_output: str, means: np.ndarray, stds: np.ndarray) -> tuple[keras.Model, int]:
+        """The network that tiled prediction runs and which of its outputs is the result (PN2V: the MMSE head)."""
+        if not self.config.probabilistic:
+            return self.keras_model, 0
+        if pn2v_output not in ("mmse", "prior_mean"):
+            raise ValueError(f"pn2v_output must be 'mmse', 'prior_mean' or 'samples', got {pn2v_output!r}")
+        if pn2v_output == "mmse" and self.noise_model is None:
+            raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
+        key = (id(self.keras_model), id(self.noise_model), float(means[0]), float(stds[0]))
+        if getattr(self, "_pn2v_cache", (None,))[0] != key:  # build the MMSE head once, not per call
+            self._pn2v_cache = (key, _pn2v_predictor(self.keras_model, self.noise_model, *key[2:]))
+        return self._pn2v_cache[1], 0 if pn2v_output == "mmse" else 1
+
+    def _predict_tiles(self, x: np.ndarray, net_axes: str, n_tiles, tta: bool, resizer: Resizer,
+                       predictor: keras.Model, part: int) -> np.ndarray:
+        """CSBDeep's tiled prediction of a normalised channel-last image, averaged over the 8 YX transforms if
+        ``tta``."""
+        def run(arr, tiles):
             with self._predict_with(predictor):
                 return self._predict_mean_and_scale(arr, axes=net_axes, normalizer=None, resizer=resizer,
                                                     n_tiles=tiles)[part]
 
-        if tta:
-            preds = []
-            for k, aug in enumerate(tta_forward(x, yx_axes=yx)):
-                tiles = n_tiles
-                if tiles is not None and k % 2 == 1:  # rotated by 90 or 270 degrees: swap Y and X tiles
-                    tiles = list(tiles)
-                    tiles[yx[0]], tiles[yx[1]] = tiles[yx[1]], tiles[yx[0]]
-                preds.append(_run(aug, tiles))
-            pred = tta_backward(preds, yx_axes=yx)
-        else:
-            pred = _run(x, n_tiles)
-        pred = denormalize(pred, means, stds)
-        if bad is not None:
-            pred[bad] = np.nan
-        return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
+        if not tta:
+            return run(x, n_tiles)
+        yx = (net_axes.index("Y"), net_axes.index("X"))
+        preds = []
+        for k, aug in enumerate(tta_forward(x, yx_axes=yx)):
+            tiles = n_tiles
+            if tiles is not None and k % 2 == 1:  # rotated by 90 or 270 degrees: swap Y and X tiles
+                tiles = list(tiles)
+                tiles[yx[0]], tiles[yx[1]] = tiles[yx[1]], tiles[yx[0]]
+            preds.append(run(aug, tiles))
+        return tta_backward(preds, yx_axes=yx)
 
     def _check_tiles(self, shape: Sequence[int], axes: str, n_tiles: Sequence[int]) -> None:
         """Refuse ``n_tiles`` < 1, or so large that a tile is smaller than the network's ``2**unet_n_depth`` block."""

@@ -283,6 +283,27 @@ def _suffix(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _prefixes(names) -> list[str]:
+    """The distinct U-Net prefixes among layer ``names``, in channel order (``''`` first)."""
+    found = {p for p in map(_unet_prefix, names) if p is not None}
+    return sorted(found, key=lambda p: _suffix(p) if p else -1)
+
+
+def _prefix_map(net_prefixes: list[str], file_prefixes: list[str], path: str) -> dict[str, str]:
+    """Network prefix -> prefix of the same U-Net in the file.
+
+    The names agree for per-channel networks (``channel_0``, ``channel_1``, ...). n2v 0.3.x's joint network
+    (``single_net_per_channel=False``) is prefixed ``channel_0`` in the file, n2v_tf's is not prefixed.
+    """
+    if set(net_prefixes) <= set(file_prefixes):
+        return {p: p for p in net_prefixes}
+    if len(net_prefixes) != len(file_prefixes):
+        raise ValueError(f"{path}: the file holds {len(file_prefixes)} U-Net(s) "
+                         f"({', '.join(repr(p) for p in file_prefixes) or 'none'}), the network has "
+                         f"{len(net_prefixes)} (different single_net_per_channel or channels in config.json?)")
+    return dict(zip(net_prefixes, file_prefixes))
+
+
 def _read_h5_layers(path: str) -> tuple[dict[str, list[np.ndarray]], list[str], str]:
     """Read a Keras 2 / legacy Keras 3 ``.h5`` file: (layer -> weights, all layer names, keras version)."""
     out: dict[str, list[np.ndarray]] = {}
@@ -328,10 +349,12 @@ def load_weights_h5(model: keras.Model, path: str) -> None:
         by_name = {lay.name: lay for lay in targets}
         prefix_of = {lay.name: _unet_prefix(lay.name) for lay in targets}
         prefixes = list(dict.fromkeys(p for p in prefix_of.values() if p is not None))  # channel nets, in order
+        file_prefix = _prefix_map(prefixes, _prefixes(saved), str(path))
         for prefix in prefixes:
             for lay in (lay for lay in targets if prefix_of[lay.name] == prefix):  # creation order
-                if lay.name in saved:
-                    mapping[lay.name] = saved[lay.name]
+                saved_name = file_prefix[prefix] + lay.name[len(prefix):]
+                if saved_name in saved:
+                    mapping[lay.name] = saved[saved_name]
                 if lay.name + "_bn" in by_name:
                     if not bns:
                         raise ValueError(f"{path}: fewer batch-norm layers than the network has")

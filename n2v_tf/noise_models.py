@@ -1080,8 +1080,6 @@ class GaussianMixtureNoiseModel(_NoiseModel):
         ----------
         .. [1] Prakash et al., "Fully Unsupervised Probabilistic Noise2Void", ISBI 2020.
         """
-        import tensorflow as tf
-
         s, x = _pairs(signal, observation)
         k = _check_int(n_gaussian, 'n_gaussian', 1)
         c = _check_int(n_coeff, 'n_coeff', 1)
@@ -1089,106 +1087,14 @@ class GaussianMixtureNoiseModel(_NoiseModel):
         batch_size = _check_int(batch_size, 'batch_size', 1)
         learning_rate = _check_float(learning_rate, 'learning_rate', positive=True)
         seed = _check_int(seed, 'seed', 0)
-        lower_clip = _check_float(lower_clip, 'lower_clip')
-        upper_clip = _check_float(upper_clip, 'upper_clip')
-        if not 0 <= lower_clip < upper_clip <= 100:
-            raise ValueError(f"lower_clip and upper_clip must be percentiles with 0 <= lower_clip < upper_clip <= 100, "
-                             f"got {lower_clip!r} and {upper_clip!r}")
-        if lower_clip > 0 or upper_clip < 100:
-            lb, ub = np.percentile(s, [lower_clip, upper_clip])
-            keep = (s >= lb) & (s <= ub)
-            s, x = s[keep], x[keep]
-        need = max(100, 10 * 3 * k * c)
-        if s.size < need:
-            raise ValueError(f"fit needs at least {need} (signal, observation) pairs for n_gaussian={k}, n_coeff={c} "
-                             f"(after percentile clipping), got {s.size}")
-        lo = float(s.min()) if min_signal is None else _check_float(min_signal, 'min_signal')
-        hi = float(s.max()) if max_signal is None else _check_float(max_signal, 'max_signal')
-        if not hi > lo:
-            raise ValueError(f"max_signal must be larger than min_signal (a constant signal cannot define a noise "
-                             f"model), got min_signal={lo!r}, max_signal={hi!r}")
-        scale = float(np.std(x - s))
-        if not scale > 0:
-            raise ValueError("observation must differ from signal (there is no noise to model), got "
-                             "observation == signal everywhere")
-
+        s, x, lo, hi, scale = _gmm_fit_pairs(s, x, k, c, lower_clip, upper_clip, min_signal, max_signal)
         # normalised units: signal range [0, (hi - lo) / scale], noise std ~1
         su, xu = (s - lo) / scale, (x - lo) / scale
         hi_u = (hi - lo) / scale
-        t = su / hi_u
-        n_bins = 16
-        edges = np.unique(np.quantile(t, np.linspace(0, 1, n_bins + 1)))
-        which = np.clip(np.searchsorted(edges, t, side='right') - 1, 0, max(len(edges) - 2, 0))
-        r = xu - su
-        t_b, v_b, sd_b = [], [], []
-        for b in range(max(len(edges) - 1, 1)):
-            sel = which == b
-            if sel.sum() >= 2:
-                t_b.append(t[sel].mean())
-                v_b.append(r[sel].var())
-                sd_b.append(r[sel].std())
-        t_b, v_b = np.array(t_b), np.array(v_b)
-        from scipy.optimize import nnls
-        coeffs, _ = nnls(t_b[:, None] ** np.arange(c)[None, :], v_b)
-        coeffs = np.maximum(coeffs, 1e-4 * max(float(v_b.mean()), 1e-12))
-        sd_min = min(sd_b) if sd_b and min(sd_b) > 0 else 1e-3
-        floor_u = ((_MIN_SIGMA_FRACTION * sd_min) ** 2 if min_sigma is None
-                   else _check_float(min_sigma, 'min_sigma', positive=True) / scale ** 2)
-
         rng = np.random.default_rng(seed)
-        spread = np.linspace(0.5, 1.5, k) if k > 1 else np.ones(1)
-        w0 = rng.normal(0.0, 0.01, (3 * k, c))
-        w0[k:2 * k] = np.log(spread[:, None] * coeffs[None, :])
-
-        dtype = 'float32'
-        weight = keras.Variable(w0.astype(dtype), dtype=dtype, name='gmm_weight')
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.01)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
-        optimizer.build([weight])                               # slots now: the step is traced once
-        s_all = tf.constant(su, dtype=dtype)
-        x_all = tf.constant(xu, dtype=dtype)
-
-        def train_step(idx):
-            sb = tf.gather(s_all, idx)
-            xb = tf.gather(x_all, idx)
-            with tf.GradientTape() as tape:
-                loss = -ops.mean(_gmm_log_likelihood(weight.value, xb, sb, 0.0, hi_u, floor_u))
-            grad = tape.gradient(loss, weight.value)
-            optimizer.apply_gradients([(grad, weight)])
-            return loss
-
-        n = su.size
-        # XLA fuses the ~30 element-wise ops (~7x faster per step) but compiles for seconds: worth it for long fits
-        jit = steps * min(batch_size, n) >= _JIT_MIN_WORK
-        step = tf.function(train_step, jit_compile=jit)
-        full = np.arange(n, dtype=np.int32) if n <= batch_size else None
-        history = np.empty(steps)
-        last = None
-        for i in range(steps):
-            idx = tf.constant(full if full is not None else rng.integers(0, n, batch_size, dtype=np.int32))
-            if i == 0 and jit:
-                try:
-                    loss = float(step(idx))
-                except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-                        tf.errors.NotFoundError) as err:  # pragma: no cover - XLA missing on this platform
-                    warnings.warn(f"GMM fit: XLA compilation failed ({type(err).__name__}), fitting without it "
-                                  "(slower)", stacklevel=2)
-                    step = tf.function(train_step)
-                    loss = float(step(idx))
-            else:
-                loss = float(step(idx))
-            if not np.isfinite(loss):
-                where = ("no finite loss before it" if last is None
-                         else f"last finite loss {history[last]:.6g} at step {last}")
-                raise ValueError(f"GMM fit diverged: the loss became {loss} at step {i}; {where} (losses are mean "
-                                 f"negative log-likelihoods in data units); lower learning_rate (got "
-                                 f"{learning_rate:g}) or check the data")
-            history[i] = loss + math.log(scale)
-            last = i
-        wu = np.asarray(ops.convert_to_numpy(weight.value), dtype=np.float64)
-        if not np.isfinite(wu).all():
-            raise ValueError(f"GMM fit diverged: the parameters became non-finite; last finite loss "
-                             f"{history[last]:.6g} at step {last}; lower learning_rate (got {learning_rate:g})")
+        w0, floor_u = _gmm_initial_weights(su, xu, hi_u, k, c, min_sigma, scale, rng)
+        wu, history = _gmm_optimise(w0, su, xu, hi_u, floor_u, steps, batch_size, learning_rate, rng,
+                                    loss_offset=math.log(scale))
         w = wu.copy()
         w[:k] *= scale
         w[k:2 * k] += 2 * math.log(scale)
@@ -1251,6 +1157,123 @@ class GaussianMixtureNoiseModel(_NoiseModel):
             return cls(data['trained_weight'], min_signal=float(np.ravel(data['min_signal'])[0]),
                        max_signal=float(np.ravel(data['max_signal'])[0]),
                        min_sigma=float(np.ravel(data['min_sigma'])[0]), tol=tol)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GaussianMixtureNoiseModel.fit, step by step
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _gmm_fit_pairs(s, x, k: int, c: int, lower_clip, upper_clip, min_signal, max_signal):
+    """Percentile-clipped (signal, observation) pairs, checked; with the signal range and the noise scale."""
+    lower_clip = _check_float(lower_clip, 'lower_clip')
+    upper_clip = _check_float(upper_clip, 'upper_clip')
+    if not 0 <= lower_clip < upper_clip <= 100:
+        raise ValueError(f"lower_clip and upper_clip must be percentiles with 0 <= lower_clip < upper_clip <= 100, "
+                         f"got {lower_clip!r} and {upper_clip!r}")
+    if lower_clip > 0 or upper_clip < 100:
+        lb, ub = np.percentile(s, [lower_clip, upper_clip])
+        keep = (s >= lb) & (s <= ub)
+        s, x = s[keep], x[keep]
+    need = max(100, 10 * 3 * k * c)
+    if s.size < need:
+        raise ValueError(f"fit needs at least {need} (signal, observation) pairs for n_gaussian={k}, n_coeff={c} "
+                         f"(after percentile clipping), got {s.size}")
+    lo = float(s.min()) if min_signal is None else _check_float(min_signal, 'min_signal')
+    hi = float(s.max()) if max_signal is None else _check_float(max_signal, 'max_signal')
+    if not hi > lo:
+        raise ValueError(f"max_signal must be larger than min_signal (a constant signal cannot define a noise "
+                         f"model), got min_signal={lo!r}, max_signal={hi!r}")
+    scale = float(np.std(x - s))
+    if not scale > 0:
+        raise ValueError("observation must differ from signal (there is no noise to model), got "
+                         "observation == signal everywhere")
+    return s, x, lo, hi, scale
+
+
+def _gmm_initial_weights(su, xu, hi_u: float, k: int, c: int, min_sigma, scale: float, rng):
+    """Start values (normalised units): variance polynomial fitted to binned residual variances (non-negative least
+    squares), ``k`` components spread around it; and the variance floor."""
+    from scipy.optimize import nnls
+    t = su / hi_u
+    n_bins = 16
+    edges = np.unique(np.quantile(t, np.linspace(0, 1, n_bins + 1)))
+    which = np.clip(np.searchsorted(edges, t, side='right') - 1, 0, max(len(edges) - 2, 0))
+    r = xu - su
+    t_b, v_b, sd_b = [], [], []
+    for b in range(max(len(edges) - 1, 1)):  # loop over 16 bins, not pixels
+        sel = which == b
+        if sel.sum() >= 2:
+            t_b.append(t[sel].mean())
+            v_b.append(r[sel].var())
+            sd_b.append(r[sel].std())
+    t_b, v_b = np.array(t_b), np.array(v_b)
+    coeffs, _ = nnls(t_b[:, None] ** np.arange(c)[None, :], v_b)
+    coeffs = np.maximum(coeffs, 1e-4 * max(float(v_b.mean()), 1e-12))
+    sd_min = min(sd_b) if sd_b and min(sd_b) > 0 else 1e-3
+    floor_u = ((_MIN_SIGMA_FRACTION * sd_min) ** 2 if min_sigma is None
+               else _check_float(min_sigma, 'min_sigma', positive=True) / scale ** 2)
+    spread = np.linspace(0.5, 1.5, k) if k > 1 else np.ones(1)
+    w0 = rng.normal(0.0, 0.01, (3 * k, c))
+    w0[k:2 * k] = np.log(spread[:, None] * coeffs[None, :])
+    return w0, floor_u
+
+
+def _gmm_optimise(w0, su, xu, hi_u: float, floor_u: float, steps: int, batch_size: int, learning_rate: float, rng,
+                  loss_offset: float):
+    """Adam with cosine decay on the mean negative log-likelihood of random batches; (weights, loss history).
+
+    ``loss_offset`` (``log(scale)``) turns the losses of normalised units into data units."""
+    import tensorflow as tf
+    dtype = 'float32'
+    weight = keras.Variable(w0.astype(dtype), dtype=dtype, name='gmm_weight')
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.01)
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    optimizer.build([weight])                               # slots now: the step is traced once
+    s_all = tf.constant(su, dtype=dtype)
+    x_all = tf.constant(xu, dtype=dtype)
+
+    def train_step(idx):
+        sb = tf.gather(s_all, idx)
+        xb = tf.gather(x_all, idx)
+        with tf.GradientTape() as tape:
+            loss = -ops.mean(_gmm_log_likelihood(weight.value, xb, sb, 0.0, hi_u, floor_u))
+        grad = tape.gradient(loss, weight.value)
+        optimizer.apply_gradients([(grad, weight)])
+        return loss
+
+    n = su.size
+    # XLA fuses the ~30 element-wise ops (~7x faster per step) but compiles for seconds: worth it for long fits
+    jit = steps * min(batch_size, n) >= _JIT_MIN_WORK
+    step = tf.function(train_step, jit_compile=jit)
+    full = np.arange(n, dtype=np.int32) if n <= batch_size else None
+    history = np.empty(steps)
+    last = None
+    for i in range(steps):
+        idx = tf.constant(full if full is not None else rng.integers(0, n, batch_size, dtype=np.int32))
+        if i == 0 and jit:
+            try:
+                loss = float(step(idx))
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                    tf.errors.NotFoundError) as err:  # pragma: no cover - XLA missing on this platform
+                warnings.warn(f"GMM fit: XLA compilation failed ({type(err).__name__}), fitting without it "
+                              "(slower)", stacklevel=3)
+                step = tf.function(train_step)
+                loss = float(step(idx))
+        else:
+            loss = float(step(idx))
+        if not np.isfinite(loss):
+            where = ("no finite loss before it" if last is None
+                     else f"last finite loss {history[last]:.6g} at step {last}")
+            raise ValueError(f"GMM fit diverged: the loss became {loss} at step {i}; {where} (losses are mean "
+                             f"negative log-likelihoods in data units); lower learning_rate (got "
+                             f"{learning_rate:g}) or check the data")
+        history[i] = loss + loss_offset
+        last = i
+    wu = np.asarray(ops.convert_to_numpy(weight.value), dtype=np.float64)
+    if not np.isfinite(wu).all():
+        raise ValueError(f"GMM fit diverged: the parameters became non-finite; last finite loss "
+                         f"{history[last]:.6g} at step {last}; lower learning_rate (got {learning_rate:g})")
+    return wu, history
 
 
 # ----------------------------------------------------------------------------------------------------------------------

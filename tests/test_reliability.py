@@ -2,7 +2,6 @@
 interrupted training that resumes, reproducible seeded runs, n2v's export_TF calls, TIFF metadata in the CLI."""
 import importlib.util
 import json
-import warnings
 
 import keras
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import tifffile
 
 from conftest import smooth_image, tiny_config
-from n2v_tf import N2V, N2VConfig
+from n2v_tf import N2V
 from n2v_tf.io import atomic_path, read_tiff_metadata, write_text_atomic
 
 
