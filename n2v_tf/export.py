@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from .export_layers import pn2v_mmse_network  # noqa: F401  (the exported PN2V network; public here since 0.1)
+
 __all__ = [
     "ONNX_OPSET",
     "WEIGHT_FORMATS",
@@ -297,70 +299,6 @@ def _clean_network(model):
     net = keras.Model.from_config(model.keras_model.get_config())
     net.set_weights(model.keras_model.get_weights())
     return net
-
-
-def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str = "pn2v_mmse"):
-    """The PN2V network with its MMSE estimate inside: normalised image -> normalised MMSE estimate.
-
-    Extends the trained PN2V U-Net (normalised input -> ``K`` normalised signal samples per pixel) with the
-    noise-model likelihood of the input and the posterior mean of the samples, built from Keras built-in
-    layers only, so the network loads with ``keras.models.load_model`` without n2v_tf (``.keras`` and
-    legacy ``.h5``), and converts to a frozen TensorFlow graph and to ONNX.
-
-    Parameters
-    ----------
-    network : keras.Model
-        The PN2V U-Net (one input, one output with ``K`` channels). Its layers are reused, not copied.
-    noise_model : GaussianMixtureNoiseModel or HistogramNoiseModel
-        The noise model p(x|s) of the model (raw intensity units).
-    mean, std : float
-        Normalisation of the model (``config.means[0]``, ``config.stds[0]``).
-    name : str
-        Model name and prefix of the added layers.
-
-    Returns
-    -------
-    keras.Model
-        Input as ``network``; output ``(batch, ..., 1)``: ``(mmse - mean) / std``, so the inverse
-        normalisation gives the MMSE estimate in raw units, as ``N2V.predict(..., pn2v_output='mmse')``.
-
-    Raises
-    ------
-    TypeError
-        ``noise_model`` is not one of the two n2v_tf noise models.
-    ValueError
-        ``std`` is not a positive finite number (or ``mean`` not finite), or ``network`` has more than one input
-        or output.
-
-    Notes
-    -----
-    With samples ``s_k`` (raw units, ``s_k = std * z_k + mean``) and the noisy value ``x`` the MMSE estimate is
-    ``sum_k w_k s_k`` with ``w_k = softmax_k(log p(x | s_k))``; since the weights sum to 1, its normalised
-    value is ``sum_k w_k z_k``. ``log p`` is the noise model's ``log_likelihood_layers``; the softmax is an
-    ``Activation`` over the sample axis and the weighted sum a fixed ``Dense`` layer of ones.
-
-    References
-    ----------
-    .. [1] A. Krull, T. Vicar, M. Prakash, M. Lalit, F. Jug, "Probabilistic Noise2Void: Unsupervised
-       Content-Aware Denoising", Frontiers in Computer Science 2, 2020.
-    """
-    import keras
-
-    from .noise_models import _LayerGraph
-    _noise_model_kind(noise_model)
-    mean, std = float(mean), float(std)
-    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise ValueError(f"mean must be finite and std a positive finite number, got mean={mean!r}, std={std!r}")
-    if len(network.inputs) != 1 or len(network.outputs) != 1:
-        raise ValueError(f"network must have one input and one output, got {len(network.inputs)} and "
-                         f"{len(network.outputs)}")
-    inp, samples = network.inputs[0], network.outputs[0]
-    g = _LayerGraph(name)
-    log_p = noise_model.log_likelihood_layers(g.affine(inp, std, mean), g.affine(samples, std, mean),
-                                              name=f"{name}_noise_model")
-    weights = g.act(log_p, "softmax")
-    total = g.layer(keras.layers.Dense, 1, use_bias=False, kernel_initializer="ones", trainable=False)
-    return keras.Model(inp, total(g.mul(weights, samples)), name=name)
 
 
 #: bioimageio.core's ``fixed_zero_mean_unit_variance`` divides by ``std + eps`` with this ``eps``.
