@@ -439,19 +439,8 @@ def _model_name(name: str | None, model, algorithm: str) -> str:
     return clean[:128]
 
 
-def _documentation(path: Path, *, name: str, description: str, algorithm: str, cite_keys: Sequence[str],
-                   config, geo: Mapping[str, int], weight_formats: Sequence[str], ops: Sequence[str] | None,
-                   n2v_tf_version: str, noise_model=None, test_note: str | None = None) -> None:
-    c = config
-    spatial = "z, y, x" if c.n_dim == 3 else "y, x"
-    means = ", ".join(f"{float(m):.6g}" for m in c.means)
-    stds = ", ".join(f"{float(s):.6g}" for s in c.stds)
-    arch = (f"U-Net, depth {c.unet_n_depth}, kernel {c.unet_kern_size}, {c.unet_n_first} filters in the first "
-            f"level, batch norm {c.batch_norm}, residual {c.unet_residual}, blur-pool {c.blurpool}, no top skip "
-            f"connection {c.skip_skipone}, one network per channel {c.single_net_per_channel}")
-    struct = ("" if c.structN2Vmask is None else
-              f"- structN2V mask: `{json.dumps(c.structN2Vmask)}` (hides the correlated-noise neighbours of each "
-              "blind spot)\n")
+def _weight_format_lines(ops: Sequence[str] | None) -> dict[str, str]:
+    """One README line per weight format (the TensorFlow bundle's with its graph ops)."""
     fmt_lines = {
         "keras_v3": "- `keras_v3`: the original Keras 3 network (`.keras`), built-in layers only.",
         "keras_hdf5": "- `keras_hdf5`: the same network as a legacy Keras HDF5 full model (no optimizer).",
@@ -462,7 +451,11 @@ def _documentation(path: Path, *, name: str, description: str, algorithm: str, c
                else ".")),
         "onnx": f"- `onnx`: ONNX opset {ONNX_OPSET} (converted with tf2onnx), for deepImageJ's ONNX engine.",
     }
-    refs = "\n".join(f"- {CITATIONS[k][0]} doi:{CITATIONS[k][1]}" for k in cite_keys)
+    return fmt_lines
+
+
+def _method_text(c, algorithm: str, noise_model) -> tuple[str, str, str, str]:
+    """README pieces that depend on the method: (method paragraph, output, loss, PN2V lines)."""
     struct_note = " and, with the structN2V mask, noise correlated along the mask" if c.structN2Vmask else ""
     if noise_model is None:
         method = f"""\
@@ -498,6 +491,25 @@ sum_k w_k s_k. It removes noise that is independent between pixels (shot and rea
             "noise model, softmax over the samples, weighted mean; Keras built-in layers only (the logarithms of "
             "the variances or densities by Halley iterations, exact to float32 rounding). Memory and time grow "
             "with the number of samples: use smaller tiles than for N2V.\n")
+    return method, output, loss, pn2v_lines
+
+
+def _documentation(path: Path, *, name: str, description: str, algorithm: str, cite_keys: Sequence[str],
+                   config, geo: Mapping[str, int], weight_formats: Sequence[str], ops: Sequence[str] | None,
+                   n2v_tf_version: str, noise_model=None, test_note: str | None = None) -> None:
+    c = config
+    spatial = "z, y, x" if c.n_dim == 3 else "y, x"
+    means = ", ".join(f"{float(m):.6g}" for m in c.means)
+    stds = ", ".join(f"{float(s):.6g}" for s in c.stds)
+    arch = (f"U-Net, depth {c.unet_n_depth}, kernel {c.unet_kern_size}, {c.unet_n_first} filters in the first "
+            f"level, batch norm {c.batch_norm}, residual {c.unet_residual}, blur-pool {c.blurpool}, no top skip "
+            f"connection {c.skip_skipone}, one network per channel {c.single_net_per_channel}")
+    struct = ("" if c.structN2Vmask is None else
+              f"- structN2V mask: `{json.dumps(c.structN2Vmask)}` (hides the correlated-noise neighbours of each "
+              "blind spot)\n")
+    fmt_lines = _weight_format_lines(ops)
+    refs = "\n".join(f"- {CITATIONS[k][0]} doi:{CITATIONS[k][1]}" for k in cite_keys)
+    method, output, loss, pn2v_lines = _method_text(c, algorithm, noise_model)
     text = f"""\
 # {name}
 
