@@ -939,7 +939,7 @@ def _raise_unless_passed(results: Mapping[str, Mapping[str, str]], weight_format
 
 def export_tf_compat(model, name: str, description: str, authors, test_img: np.ndarray, axes: str,
                      patch_shape: Sequence[int] | None = None, license: str = "BSD-3-Clause",
-                     result_path: str | Path | None = None, **kwargs) -> Path:
+                     result_path: str | Path | None = None, **kwargs) -> Path | None:
     """n2v 0.3.3's ``N2V.export_TF(name, description, authors, test_img, axes, patch_shape, license, result_path)``.
 
     ``result_path`` defaults to ``<model folder>/export.bioimage.io.zip``. A ``result_path`` that does not end in
@@ -948,6 +948,11 @@ def export_tf_compat(model, name: str, description: str, authors, test_img: np.n
     training patch ``X_val[0]``) is reflect-padded to the minimum size, as n2v exported it. ``patch_shape`` is
     checked but not needed: the input size rules come from the network. ``authors`` may be a comma-separated
     string, as in n2v. Further keyword arguments go to :func:`export_bioimageio`.
+
+    n2v installs its export dependencies, n2v_tf keeps them in the ``bioimageio`` extra: without them this call
+    warns (with the ``pip install "n2v_tf[bioimageio]"`` hint) and returns ``None`` instead of raising, so that a
+    notebook that exports at the end of its training cell (ZeroCostDL4Mic's) goes on. :func:`export_bioimageio`
+    raises :class:`ImportError`.
     """
     n_dim = model.config.n_dim
     if patch_shape is not None and len(tuple(patch_shape)) != n_dim:
@@ -960,6 +965,12 @@ def export_tf_compat(model, name: str, description: str, authors, test_img: np.n
     if not result_path.name.lower().endswith(".zip"):  # n2v's result folder
         result_path = result_path / f"{result_path.stem}.bioimage.io.zip"
     kwargs.setdefault("pad_test_img", True)
+    try:
+        _check_export_args(model, result_path, kwargs.get("overwrite", False),
+                           kwargs.get("weight_formats", WEIGHT_FORMATS), kwargs.get("validate", True))
+    except ImportError as e:  # n2v installs its export dependencies; a notebook must not stop after training
+        warnings.warn(f"export_TF skipped, nothing was written: {e}", stacklevel=3)
+        return None
     return export_bioimageio(model, result_path, test_img=test_img, axes=axes, name=name, description=description,
                              authors=authors, license=license, **kwargs)
 

@@ -371,3 +371,20 @@ def test_cli_output_is_not_half_written(cli_model, tmp_path, monkeypatch):
     assert main(["predict", str(src), "--model-dir", str(cli_model), "--name", "m", "--output", str(out)]) == 130
     assert sorted(p.name for p in out.iterdir()) == ["a_n2v.tif"]
     assert (out / "a_n2v.tif").read_bytes() == b"previous result"
+
+
+def test_export_tf_without_the_bioimageio_extra_warns_and_goes_on(tmp_path, monkeypatch):
+    import n2v_tf.export as export
+
+    def missing(*modules, purpose):
+        raise ImportError(f"{purpose} needs the optional dependencies of n2v_tf's 'bioimageio' extra; missing: "
+                          f"bioimageio.spec. Install them with: {export.INSTALL_HINT}")
+
+    monkeypatch.setattr(export, "_require", missing)
+    model, X, _ = _trained(tmp_path)
+    with pytest.warns(UserWarning, match=r"export_TF skipped, nothing was written: .*pip install \"n2v_tf\[bioimageio\]\""):
+        assert model.export_TF("N2V test", "d", "Jane Doe", X[0][..., 0], "YX", (32, 32),
+                               result_path=tmp_path / "out") is None
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ImportError, match="bioimageio"):  # the explicit API still says it
+        model.export_bioimageio(tmp_path / "x.bioimage.io.zip", test_img=X[0][..., 0], axes="YX")
