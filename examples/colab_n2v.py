@@ -160,7 +160,7 @@ import numpy as np
 import tifffile
 
 from n2v_tf.cli import load_demo_data
-from n2v_tf.data import check_images, load_images
+from n2v_tf.io import check_images, load_images
 from n2v_tf.qc import plot_before_after
 
 

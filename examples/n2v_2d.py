@@ -88,7 +88,7 @@ import numpy as np
 import tifffile
 
 from n2v_tf.cli import load_demo_data
-from n2v_tf.data import check_images, load_images
+from n2v_tf.io import check_images, load_images
 
 reference = None
 if DATA_FOLDER is None:

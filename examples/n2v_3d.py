@@ -109,7 +109,7 @@ else:
 # the data do not fit a 3D grayscale model, e.g. if a 2D image was given.
 
 # %%
-from n2v_tf.data import check_images, load_images
+from n2v_tf.io import check_images, load_images
 
 files = sorted(f for f in data_folder.iterdir() if f.suffix.lower() in (".tif", ".tiff") and not f.name.startswith("."))
 if not files:

@@ -94,3 +94,17 @@ def test_batch_norm_momentum_field():
     new = N2VConfig(X, batch_norm_momentum=0.9)
     again = N2VConfig(None, **N2VConfig.update_loaded_config(json.loads(json.dumps(vars(new)))))
     assert again.batch_norm_momentum == 0.9
+
+
+@pytest.mark.parametrize("line", [
+    "from n2v.models import N2VConfig, N2V",
+    "from n2v.utils.n2v_utils import manipulate_val_data, autocorrelation, tta_forward, tta_backward",
+    "from n2v.utils.n2v_utils import pm_uniform_withCP, pm_median, pm_mean",
+    "from n2v.internals.N2V_DataGenerator import N2V_DataGenerator",
+])
+def test_n2v_import_lines_work_with_n2v_replaced_by_n2v_tf(line):
+    """The ZeroCostDL4Mic/n2v notebooks' import lines, with 'n2v' replaced by 'n2v_tf' (issue 11)."""
+    namespace = {}
+    exec(line.replace("from n2v.", "from n2v_tf."), namespace)
+    names = [n.strip() for n in line.split("import")[1].split(",")]
+    assert all(callable(namespace[n]) for n in names)
