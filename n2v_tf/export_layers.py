@@ -272,6 +272,19 @@ def gmm_log_likelihood_layers(nm: "GaussianMixtureNoiseModel", observation, sign
     return ll
 
 
+class _OpsLogLikelihood(keras.layers.Layer):
+    """``log p(x|s)`` of a noise model that has only a ``keras.ops`` ``log_likelihood`` (prediction only, never
+    saved)."""
+
+    def __init__(self, noise_model, **kwargs):
+        super().__init__(**kwargs)
+        self.noise_model = noise_model
+
+    def call(self, inputs):
+        observation, signal = inputs
+        return self.noise_model.log_likelihood(observation, signal)
+
+
 def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str = "pn2v_mmse",
                       with_prior: bool = False):
     """The PN2V network with its MMSE estimate inside: normalised image -> normalised MMSE estimate.
@@ -285,8 +298,10 @@ def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str =
     ----------
     network : keras.Model
         The PN2V U-Net (one input, one output with ``K`` channels). Its layers are reused, not copied.
-    noise_model : GaussianMixtureNoiseModel or HistogramNoiseModel
-        The noise model p(x|s) of the model (raw intensity units).
+    noise_model : GaussianMixtureNoiseModel or HistogramNoiseModel or object
+        The noise model p(x|s) of the model (raw intensity units). Any other object with a ``keras.ops``
+        ``log_likelihood(observation, signal)`` works for prediction (``N2V.predict`` runs this same network),
+        through a layer that is not a built-in one: such a network cannot be exported.
     mean, std : float
         Normalisation of the model (``config.means[0]``, ``config.stds[0]``).
     name : str
@@ -303,8 +318,6 @@ def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str =
 
     Raises
     ------
-    TypeError
-        ``noise_model`` is not one of the two n2v_tf noise models.
     ValueError
         ``std`` is not a positive finite number (or ``mean`` not finite), or ``network`` has more than one input
         or output.
@@ -321,8 +334,6 @@ def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str =
     .. [1] A. Krull, T. Vicar, M. Prakash, M. Lalit, F. Jug, "Probabilistic Noise2Void: Unsupervised
        Content-Aware Denoising", Frontiers in Computer Science 2, 2020.
     """
-    from .noise_models import noise_model_kind
-    noise_model_kind(noise_model)
     mean, std = float(mean), float(std)
     if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
         raise ValueError(f"mean must be finite and std a positive finite number, got mean={mean!r}, std={std!r}")
@@ -331,8 +342,11 @@ def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str =
                          f"{len(network.outputs)}")
     inp, samples = network.inputs[0], network.outputs[0]
     g = _LayerGraph(name)
-    log_p = noise_model.log_likelihood_layers(g.affine(inp, std, mean), g.affine(samples, std, mean),
-                                              name=f"{name}_noise_model")
+    observation, signal = g.affine(inp, std, mean), g.affine(samples, std, mean)
+    if hasattr(noise_model, "log_likelihood_layers"):
+        log_p = noise_model.log_likelihood_layers(observation, signal, name=f"{name}_noise_model")
+    else:
+        log_p = _OpsLogLikelihood(noise_model, name=f"{name}_noise_model")([observation, signal])
     weights = g.act(log_p, "softmax")
     total = g.layer(keras.layers.Dense, 1, use_bias=False, kernel_initializer="ones", trainable=False)
     mmse = total(g.mul(weights, samples))

@@ -24,7 +24,7 @@ from csbdeep.utils import axes_check_and_normalize, load_json
 from .config import N2VConfig, denormalize, normalize
 from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, write_text_atomic
-from .losses import LOSSES, PN2VLoss, pn2v_mmse
+from .losses import LOSSES, PN2VLoss
 from .masking import box_size, tta_backward, tta_forward
 from .nets import build_unet, load_weights_h5, receptive_field_radius
 
@@ -584,8 +584,23 @@ class N2V(CARE):
             raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
         key = (id(self.keras_model), id(self.noise_model), float(means[0]), float(stds[0]))
         if getattr(self, "_pn2v_cache", (None,))[0] != key:  # build the MMSE head once, not per call
-            self._pn2v_cache = (key, _pn2v_predictor(self.keras_model, self.noise_model, *key[2:]))
+            self._pn2v_cache = (key, self._pn2v_head(*key[2:]))
         return self._pn2v_cache[1], 0 if pn2v_output == "mmse" else 1
+
+    def _pn2v_head(self, mean: float, std: float) -> keras.Model:
+        """Normalised image -> normalised (MMSE estimate, prior mean): the network of the exported package
+        (:func:`n2v_tf.export_layers.pn2v_mmse_network`) with the prior mean as a second channel. Without a noise
+        model both channels are the prior mean."""
+        net = self.keras_model
+        inp = keras.Input(net.input_shape[1:])
+        network = keras.Model(inp, net(inp))  # a graph of its own around the trained layers
+        if self.noise_model is None:
+            average = keras.layers.Dense(1, use_bias=False, trainable=False,
+                                         kernel_initializer=keras.initializers.Constant(1.0 / net.output_shape[-1]))
+            prior = average(network.output)
+            return keras.Model(inp, keras.layers.Concatenate(axis=-1)([prior, prior]))
+        from .export_layers import pn2v_mmse_network
+        return pn2v_mmse_network(network, self.noise_model, mean, std, with_prior=True)
 
     def _predict_tiles(self, x: np.ndarray, net_axes: str, n_tiles, tta: bool, resizer: Resizer,
                        predictor: keras.Model, part: int) -> np.ndarray:
@@ -708,27 +723,6 @@ def _op_determinism(on: bool):
     finally:
         if not was_on:
             tf_config.disable_op_determinism()
-
-
-class _PN2VHead(keras.layers.Layer):
-    """Prediction-time head (never saved): normalised (input, samples) -> normalised (MMSE, prior mean)."""
-
-    def __init__(self, noise_model, mean: float, std: float, **kwargs):
-        super().__init__(**kwargs)
-        self.noise_model, self.mean, self.std = noise_model, mean, std
-
-    def call(self, inputs):
-        x, samples = inputs
-        x = x * self.std + self.mean
-        samples = samples * self.std + self.mean
-        prior = keras.ops.mean(samples, axis=-1, keepdims=True)
-        mmse = pn2v_mmse(samples, x, self.noise_model) if self.noise_model is not None else prior
-        return keras.ops.concatenate([(mmse - self.mean) / self.std, (prior - self.mean) / self.std], axis=-1)
-
-
-def _pn2v_predictor(network: keras.Model, noise_model, mean: float, std: float) -> keras.Model:
-    inp = keras.Input(network.input_shape[1:])
-    return keras.Model(inp, _PN2VHead(noise_model, mean, std)([inp, network(inp)]))
 
 
 def _load_noise_model(logdir: Path):
