@@ -185,25 +185,8 @@ class _NoiseModel:
         raise NotImplementedError
 
     def log_likelihood_layers(self, observation, signal, name: str = "noise_model"):  # pragma: no cover
-        """``log p(x|s)`` as a graph of built-in Keras layers, for exported networks (symbolic tensors only).
-
-        Computes what :meth:`log_likelihood` computes, with layers that load in any Keras 3 process (``.keras``
-        and legacy ``.h5``) and convert to TensorFlow graphs and ONNX: no ``Lambda``, no n2v_tf classes.
-
-        Parameters
-        ----------
-        observation : KerasTensor
-            Noisy values ``x`` in raw units, shape ``(batch, ..., 1)``.
-        signal : KerasTensor
-            Signal samples ``s`` in raw units, shape ``(batch, ..., K)``.
-        name : str
-            Prefix of the layer names (unique within the model).
-
-        Returns
-        -------
-        KerasTensor
-            ``log p(x|s)``, shape ``(batch, ..., K)``.
-        """
+        """``log p(x|s)`` as a graph of built-in Keras layers (see :func:`n2v_tf.export_layers.log_likelihood_layers`
+        for the parameters)."""
         raise NotImplementedError
 
     def likelihood(self, observation, signal):
