@@ -73,8 +73,9 @@ class _EpochState(keras.callbacks.Callback):
             return
         plateau, best = self._callback(keras.callbacks.ReduceLROnPlateau), self._best_checkpoint()
         if plateau is not None and "plateau" in self.restore:
-            plateau.wait, plateau.cooldown_counter, plateau.best = (float(v) for v in self.restore["plateau"])
-            plateau.wait, plateau.cooldown_counter = int(plateau.wait), int(plateau.cooldown_counter)
+            wait, cooldown, lowest = (float(v) for v in self.restore["plateau"])
+            plateau.wait, plateau.cooldown_counter = int(wait), int(cooldown)
+            plateau.best = None if np.isnan(lowest) else lowest  # None: no epoch was compared yet
         if best is not None and "best" in self.restore:
             best.best = float(self.restore["best"])
 
