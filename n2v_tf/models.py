@@ -23,7 +23,7 @@ from csbdeep.utils import axes_check_and_normalize, load_json
 
 from .config import N2VConfig, denormalize, normalize
 from .data import N2VSequence, as_image_list, validation_data
-from .io import atomic_path, write_text_atomic
+from .io import atomic_path, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size, tta_backward, tta_forward
 from .nets import build_unet, load_weights_h5, receptive_field_radius
@@ -93,9 +93,7 @@ class _EpochState(keras.callbacks.Callback):
                                          np.nan if plateau.best is None else plateau.best], np.float64)
         if best is not None and best.best is not None:
             state["best"] = np.float64(best.best)
-        with atomic_path(n2v.logdir / TRAINING_STATE) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **state)
+        save_npz_atomic(n2v.logdir / TRAINING_STATE, **state)
         self.completed = epoch + 1
 
 
