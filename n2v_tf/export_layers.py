@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .noise_models import GaussianMixtureNoiseModel, HistogramNoiseModel
 
 __all__ = ["gmm_log_likelihood_layers", "histogram_log_likelihood_layers", "log_likelihood_layers",
-           "pn2v_mmse_network"]
+           "pn2v_mmse_network", "sample_mean_layer"]
 
 # ----------------------------------------------------------------------------------------------------------------------
 # graphs of built-in Keras layers (for exported networks that load without n2v_tf)
@@ -285,6 +285,12 @@ class _OpsLogLikelihood(keras.layers.Layer):
         return self.noise_model.log_likelihood(observation, signal)
 
 
+def sample_mean_layer(n_samples: int, name: str | None = None) -> keras.layers.Dense:
+    """A fixed ``Dense`` layer that averages the last axis of ``n_samples`` samples (the PN2V prior mean)."""
+    return keras.layers.Dense(1, use_bias=False, trainable=False, name=name,
+                              kernel_initializer=keras.initializers.Constant(1.0 / n_samples))
+
+
 def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str = "pn2v_mmse",
                       with_prior: bool = False):
     """The PN2V network with its MMSE estimate inside: normalised image -> normalised MMSE estimate.
@@ -352,7 +358,5 @@ def pn2v_mmse_network(network, noise_model, mean: float, std: float, name: str =
     mmse = total(g.mul(weights, samples))
     if not with_prior:
         return keras.Model(inp, mmse, name=name)
-    k = samples.shape[-1]
-    average = g.layer(keras.layers.Dense, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(1.0 / k),
-                      trainable=False)
+    average = sample_mean_layer(samples.shape[-1], name=f"{name}_prior_mean")
     return keras.Model(inp, g.layer(keras.layers.Concatenate, axis=-1)([mmse, average(samples)]), name=name)

@@ -132,9 +132,10 @@ def _load_config_file(path: Path) -> N2VConfig:
 def _atomic_saver(save_weights):
     """Wrap ``keras_model.save_weights``: write under a temporary name, rename when complete."""
     def save(filepath, overwrite=True):
+        if not overwrite and Path(filepath).exists():
+            raise FileExistsError(f"weight file {filepath} exists; pass overwrite=True to replace it")
         with atomic_path(filepath) as tmp:
             save_weights(str(tmp), overwrite=True)
-        # the temporary name does not exist before, so ``overwrite`` is checked against the final file
     return save
 
 
@@ -593,12 +594,10 @@ class N2V(CARE):
         net = self.keras_model
         inp = keras.Input(net.input_shape[1:])
         network = keras.Model(inp, net(inp))  # a graph of its own around the trained layers
+        from .export_layers import pn2v_mmse_network, sample_mean_layer
         if self.noise_model is None:
-            average = keras.layers.Dense(1, use_bias=False, trainable=False,
-                                         kernel_initializer=keras.initializers.Constant(1.0 / net.output_shape[-1]))
-            prior = average(network.output)
+            prior = sample_mean_layer(net.output_shape[-1])(network.output)
             return keras.Model(inp, keras.layers.Concatenate(axis=-1)([prior, prior]))
-        from .export_layers import pn2v_mmse_network
         return pn2v_mmse_network(network, self.noise_model, mean, std, with_prior=True)
 
     def _predict_tiles(self, x: np.ndarray, net_axes: str, n_tiles, tta: bool, resizer: Resizer,
