@@ -126,6 +126,37 @@ def _history_callback():
     return History()
 
 
+def config_kwargs(name: str, variant: str, epochs: int, steps_per_epoch: int, seed: int,
+                  protocol: dict | None = None) -> dict:
+    """Keyword arguments for ``create_advanced_n2v_config`` (the protocol mapping of the module docstring).
+
+    ``protocol`` defaults to ``quality_data.PROTOCOL`` (its keys ``unet_n_depth``, ``unet_n_first``,
+    ``batch_norm``, ``train_batch_size``, ``train_learning_rate``, ``n2v_perc_pix``,
+    ``n2v_neighborhood_radius`` and ``patch`` are used; CAREamics' UNet kernel is fixed to 3).
+    """
+    p = qd.PROTOCOL if protocol is None else protocol
+    patch = int(p.get("patch", qd.PATCH))
+    return dict(
+        experiment_name=name,
+        data_type="array",
+        axes="SYX",
+        patch_size=[patch, patch],
+        batch_size=p["train_batch_size"],
+        num_epochs=int(epochs),
+        num_steps=int(steps_per_epoch),
+        augmentations=[],
+        roi_size=2 * p["n2v_neighborhood_radius"] + 1,
+        masked_pixel_percentage=p["n2v_perc_pix"],
+        model_params=dict(depth=p["unet_n_depth"], num_channels_init=p["unet_n_first"],
+                          use_batch_norm=p["batch_norm"]),
+        optimizer="Adam",
+        optimizer_params=dict(lr=p["train_learning_rate"]),
+        num_workers=0,
+        seed=int(seed),
+        **VARIANTS[variant],
+    )
+
+
 def run_one(variant: str, ds: dict, args) -> dict:
     import numpy as np
     import torch
@@ -141,25 +172,7 @@ def run_one(variant: str, ds: dict, args) -> dict:
     np.random.seed(seed)
 
     name = f"{TOOL}_{variant}_{ds['name']}"
-    kw = dict(
-        experiment_name=name,
-        data_type="array",
-        axes="SYX",
-        patch_size=[qd.PATCH, qd.PATCH],
-        batch_size=p["train_batch_size"],
-        num_epochs=epochs,
-        num_steps=spe,
-        augmentations=[],
-        roi_size=2 * p["n2v_neighborhood_radius"] + 1,
-        masked_pixel_percentage=p["n2v_perc_pix"],
-        model_params=dict(depth=p["unet_n_depth"], num_channels_init=p["unet_n_first"],
-                          use_batch_norm=p["batch_norm"]),
-        optimizer="Adam",
-        optimizer_params=dict(lr=p["train_learning_rate"]),
-        num_workers=0,
-        seed=seed,
-        **VARIANTS[variant],
-    )
+    kw = config_kwargs(name, variant, epochs, spe, seed)
     config = create_advanced_n2v_config(**kw)
     workdir = qd.models_dir(args) / name
     hist_cb = _history_callback()

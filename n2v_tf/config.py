@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .io import block_slices, chunk_shape, is_lazy
 from .masking import MANIPULATORS, box_size
 
 __all__ = ["N2VConfig", "denormalize", "normalize"]
@@ -39,8 +40,43 @@ def _is_int(v: Any, low: int | None = None) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (low is None or v >= low)
 
 
+def _shape(a: Any) -> tuple[int, ...]:
+    """The shape of an array, a lazy array (without reading it) or nested lists."""
+    return tuple(int(s) for s in a.shape) if is_lazy(a) else np.shape(a)
+
+
+def _lazy_sums(im: Any, n_channel: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pixel count and per-channel sums of values and squares of a lazy array, read block by block (float64)."""
+    chunks = list(chunk_shape(im) or (1,) * len(im.shape))
+    chunks[-1] = int(im.shape[-1])  # whole channel axis in every block
+    count, s1, s2 = 0, np.zeros(n_channel), np.zeros(n_channel)
+    for block in block_slices(im.shape, chunks):
+        flat = np.asarray(im[block], dtype=np.float64).reshape(-1, n_channel)
+        count += len(flat)
+        s1 += flat.sum(0)
+        s2 += (flat ** 2).sum(0)
+    return count, s1, s2
+
+
 def _data_stats(X: np.ndarray | Sequence[np.ndarray]) -> tuple[int, int, list[float], list[float]]:
-    """Return ``(n_dim, n_channel, means, stds)`` of an n2v patch array or a list of images."""
+    """Return ``(n_dim, n_channel, means, stds)`` of an n2v patch array or a list of images.
+
+    Lazy arrays (a lazy n2v array, or lazy images in the list) are read block by block (aligned to their chunks,
+    :data:`n2v_tf.io.BLOCK_ELEMENTS` values at a time) with float64 sums; NaN/Inf values in them raise.
+    """
+    if is_lazy(X):
+        shape = tuple(int(s) for s in X.shape)
+        if len(shape) not in (4, 5):
+            raise ValueError(
+                f"X: expected an array with axes 'SYXC' or 'SZYXC' (4 or 5 dimensions), got shape {shape}")
+        n_dim, n_channel = len(shape) - 2, shape[-1]
+        count, s1, s2 = _lazy_sums(X, n_channel)
+        if not (np.isfinite(s1).all() and np.isfinite(s2).all()):
+            raise ValueError("X: contains NaN or Inf values (found while computing the normalisation statistics); "
+                             "remove or replace them before training")
+        mean = s1 / max(count, 1)
+        std = np.sqrt(np.maximum(s2 / max(count, 1) - mean ** 2, 0))
+        return n_dim, n_channel, [float(m) for m in mean], [float(s) for s in std]
     if isinstance(X, np.ndarray):
         if X.ndim not in (4, 5):
             raise ValueError(
@@ -51,17 +87,24 @@ def _data_stats(X: np.ndarray | Sequence[np.ndarray]) -> tuple[int, int, list[fl
     images = list(X)
     if len(images) == 0:
         raise ValueError("X: the list of training images is empty")
-    ndims = {np.ndim(im) for im in images}
-    channels = {np.shape(im)[-1] for im in images}
+    ndims = {len(_shape(im)) for im in images}
+    channels = {_shape(im)[-1] for im in images}
     if len(ndims) != 1 or ndims.pop() not in (3, 4) or len(channels) != 1:
         raise ValueError(
             "X: a list of images must hold arrays with axes 'YXC' or 'ZYXC' (channel last) of equal rank and "
-            f"channel count, got shapes {[np.shape(im) for im in images][:5]}")
+            f"channel count, got shapes {[_shape(im) for im in images][:5]}")
     n_channel = channels.pop()
-    n_dim = np.ndim(images[0]) - 1
+    n_dim = len(_shape(images[0])) - 1
     # streaming mean/var (no concatenation of possibly huge data)
     count, s1, s2 = 0, np.zeros(n_channel), np.zeros(n_channel)
-    for im in images:
+    for i, im in enumerate(images):
+        if is_lazy(im):
+            n, t1, t2 = _lazy_sums(im, n_channel)
+            if not (np.isfinite(t1).all() and np.isfinite(t2).all()):
+                raise ValueError(f"X[{i}]: contains NaN or Inf values (found while computing the normalisation "
+                                 "statistics); remove or replace them before training")
+            count, s1, s2 = count + n, s1 + t1, s2 + t2
+            continue
         flat = np.asarray(im, dtype=np.float64).reshape(-1, n_channel)
         count += len(flat)
         s1 += flat.sum(0)
@@ -76,11 +119,13 @@ class N2VConfig(argparse.Namespace):
 
     Parameters
     ----------
-    X : numpy.ndarray or list of numpy.ndarray or None
+    X : numpy.ndarray or list of numpy.ndarray or lazy arrays, or None
         Training data, used to set ``n_dim``, the channel count and the per-channel normalisation
         (``means``/``stds``). Either an n2v patch array with axes ``SYXC`` / ``SZYXC`` or a list
         of images with axes ``YXC`` / ``ZYXC`` (sizes may differ). ``None`` or an empty array
         means that every attribute is given in ``kwargs`` (e.g. when loading ``config.json``).
+        Lazy arrays (Zarr, Dask, :func:`n2v_tf.io.open_array`), as the n2v array or in the list, are read block
+        by block for the statistics (float64 sums), never whole.
     **kwargs
         Overrides of the attributes below. Unknown names raise :class:`ValueError`.
 

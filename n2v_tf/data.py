@@ -16,8 +16,16 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from .config import normalize
-from .io import IMAGE_EXTENSIONS, check_images, guess_axes, load_images, read_image
+from .config import _shape, normalize
+from .io import (
+    IMAGE_EXTENSIONS,
+    LazyArray,
+    check_images,
+    guess_axes,
+    is_lazy,
+    load_images,
+    read_image,
+)
 from .masking import mask_batch
 
 __all__ = [
@@ -30,14 +38,26 @@ __all__ = [
 __all__ += ["IMAGE_EXTENSIONS", "check_images", "guess_axes", "load_images", "read_image"]
 
 
+def _is_stack(X: object) -> bool:
+    """An n2v array ``(S, *spatial, C)``, in memory or lazy (not a list of images)."""
+    return isinstance(X, np.ndarray) or is_lazy(X)
+
+
+def _n_channel(X: object) -> int:
+    """Channel count of an n2v array or of the first image of a list, without reading any pixel."""
+    return int(X.shape[-1] if _is_stack(X) else _shape(X[0])[-1])
+
+
 def as_image_list(X: np.ndarray | Sequence[np.ndarray], n_dim: int, n_channel: int, name: str = "X"
                   ) -> list[np.ndarray]:
     """Check training data and return it as a list of ``(*spatial, C)`` arrays (views, no copies).
 
     Parameters
     ----------
-    X : numpy.ndarray or list of numpy.ndarray
-        An n2v array ``(S, *spatial, C)`` or a list of ``(*spatial, C)`` images.
+    X : numpy.ndarray or list of numpy.ndarray or lazy arrays
+        An n2v array ``(S, *spatial, C)`` or a list of ``(*spatial, C)`` images. Lazy arrays (Zarr, Dask,
+        :class:`n2v_tf.io.LazyArray`, anything with ``shape``, ``dtype`` and slicing) stay lazy: a lazy n2v array
+        becomes a list of lazy samples.
     n_dim, n_channel : int
         Expected number of spatial axes and channels.
     name : str
@@ -45,31 +65,45 @@ def as_image_list(X: np.ndarray | Sequence[np.ndarray], n_dim: int, n_channel: i
 
     Returns
     -------
-    list of numpy.ndarray
+    list of numpy.ndarray or lazy arrays
 
     Raises
     ------
     ValueError
-        Empty data, wrong rank, wrong channel count, non-finite values.
+        Empty data, wrong rank, wrong channel count, non-numeric dtype, non-finite values (in-memory images).
+
+    Notes
+    -----
+    Lazy images are checked by shape and dtype only; reading one whole to look for NaN would defeat the purpose.
+    Their NaN/Inf values are found where they are read: by :class:`n2v_tf.N2VConfig` (the statistics), by each
+    training patch (:meth:`N2VSequence.crop_batch`) and by :func:`validation_data`, each with an error naming the
+    image.
     """
-    if isinstance(X, np.ndarray):
-        if X.ndim != n_dim + 2:
+    if _is_stack(X):
+        if len(X.shape) != n_dim + 2:
             raise ValueError(f"{name}: expected an array with {n_dim + 2} axes ({'SZYXC' if n_dim == 3 else 'SYXC'}), "
-                             f"got shape {X.shape}")
-        images = list(X)
+                             f"got shape {tuple(X.shape)}")
+        if isinstance(X, np.ndarray):
+            images = list(X)
+        else:
+            stack = X if isinstance(X, LazyArray) else LazyArray(X)
+            images = [stack.sample(i) for i in range(int(X.shape[0]))]
     else:
-        images = [np.asarray(im) for im in X]
+        images = [im if is_lazy(im) else np.asarray(im) for im in X]
     if len(images) == 0:
         raise ValueError(f"{name}: no images given (empty list or array)")
     for i, im in enumerate(images):
-        if im.ndim != n_dim + 1:
+        shape = tuple(im.shape)
+        if len(shape) != n_dim + 1:
             raise ValueError(f"{name}[{i}]: expected {n_dim} spatial axes and a channel axis "
-                             f"({'ZYXC' if n_dim == 3 else 'YXC'}), got shape {im.shape}")
-        if im.shape[-1] != n_channel:
-            raise ValueError(f"{name}[{i}]: the model has {n_channel} channel(s), the image has {im.shape[-1]} "
-                             f"(shape {im.shape})")
-        if not np.issubdtype(im.dtype, np.number):
+                             f"({'ZYXC' if n_dim == 3 else 'YXC'}), got shape {shape}")
+        if shape[-1] != n_channel:
+            raise ValueError(f"{name}[{i}]: the model has {n_channel} channel(s), the image has {shape[-1]} "
+                             f"(shape {shape})")
+        if not np.issubdtype(np.dtype(im.dtype), np.number):
             raise ValueError(f"{name}[{i}]: expected numeric data, got dtype {im.dtype}")
+        if is_lazy(im):
+            continue
         if not np.isfinite(im).all():
             raise ValueError(f"{name}[{i}]: contains NaN or Inf values ({int((~np.isfinite(im)).sum())} pixels); "
                              "remove or replace them before training")
@@ -81,9 +115,10 @@ class N2VSequence(keras.utils.PyDataset):
 
     Parameters
     ----------
-    X : numpy.ndarray or list of numpy.ndarray
+    X : numpy.ndarray or list of numpy.ndarray or lazy arrays
         Patch array ``(S, *spatial, C)`` or list of images ``(*spatial, C)`` of any size
-        (each at least ``patch_shape``), raw or normalised.
+        (each at least ``patch_shape``), raw or normalised. Lazy arrays (Zarr, Dask,
+        :func:`n2v_tf.io.open_array`) are never read whole: each batch reads just its patches.
     patch_shape : sequence of int
         Shape of the training patches (2 or 3 entries).
     batch_size : int
@@ -121,8 +156,10 @@ class N2VSequence(keras.utils.PyDataset):
         super().__init__(**kwargs)
         self.patch_shape = tuple(int(p) for p in patch_shape)
         n_dim = len(self.patch_shape)
-        n_channel = (X.shape[-1] if isinstance(X, np.ndarray) else np.shape(X[0])[-1]) if len(X) else 1
+        n_channel = _n_channel(X) if (X.shape[0] if _is_stack(X) else len(X)) else 1
         self.images = as_image_list(X, n_dim, n_channel)
+        # lazy float images: each patch is checked for NaN/Inf when it is read (see as_image_list)
+        self._check_finite = [is_lazy(im) and not np.issubdtype(np.dtype(im.dtype), np.integer) for im in self.images]
         for i, im in enumerate(self.images):
             if any(s < p for s, p in zip(im.shape[:-1], self.patch_shape)):
                 raise ValueError(f"X[{i}] has spatial shape {im.shape[:-1]}, smaller than n2v_patch_shape "
@@ -149,13 +186,20 @@ class N2VSequence(keras.utils.PyDataset):
         return self.steps_per_epoch
 
     def crop_batch(self, rng: np.random.Generator) -> np.ndarray:
-        """Draw one batch of normalised random patches ``(batch_size, *patch_shape, C)``."""
+        """Draw one batch of normalised random patches ``(batch_size, *patch_shape, C)``.
+
+        Only the patches are read from lazy images (one slice each), and checked for NaN/Inf.
+        """
         idx = rng.choice(len(self.images), size=self.batch_size, p=self._p)
         batch = np.empty((self.batch_size,) + self.patch_shape + (self.images[0].shape[-1],), np.float32)
         for b, i in enumerate(idx):  # loop over the batch, not over pixels
             im = self.images[i]
             start = [int(rng.integers(0, s - p + 1)) for s, p in zip(im.shape[:-1], self.patch_shape)]
-            patch = im[tuple(slice(a, a + p) for a, p in zip(start, self.patch_shape))]
+            patch = np.asarray(im[tuple(slice(a, a + p) for a, p in zip(start, self.patch_shape))])  # lazy: reads it
+            if self._check_finite[i] and not np.isfinite(patch).all():
+                raise ValueError(f"X[{i}]: the training patch at {tuple(start)} (shape {self.patch_shape}) contains "
+                                 f"{int((~np.isfinite(patch)).sum())} NaN or Inf value(s): replace them in the image "
+                                 "(e.g. with its median) or leave the image out")
             if self.augment:
                 patch = np.rot90(patch, int(rng.integers(4)), axes=(-3, -2)) if patch.shape[-3] == patch.shape[-2] \
                     else patch
@@ -211,7 +255,9 @@ class N2VSequence(keras.utils.PyDataset):
                 yield self.batch(*divmod(step, len(self)))
                 step += 1
 
-        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(prefetch)
+        options = tf.data.Options()  # a generator has no files to shard: multi-worker training shards the batches
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(prefetch).with_options(options)
 
 
 def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Sequence[int], perc_pix: float,
@@ -222,9 +268,10 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
 
     Parameters
     ----------
-    X_val : numpy.ndarray or list of numpy.ndarray
+    X_val : numpy.ndarray or list of numpy.ndarray or lazy arrays
         An n2v array ``(S, *spatial, C)`` (used whole, spatial sizes divisible by ``div_by``) or a list
-        of images, which are cut into non-overlapping patches of ``patch_shape``.
+        of images, which are cut into non-overlapping patches of ``patch_shape``. From lazy images only the
+        patches kept are read (once).
     patch_shape : sequence of int
         Training patch shape.
     perc_pix, manipulator, radius, struct_mask
@@ -244,14 +291,19 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
         ``(X_masked, Y)`` as for training.
     """
     n_dim = len(patch_shape)
-    n_channel = X_val.shape[-1] if isinstance(X_val, np.ndarray) else np.shape(X_val[0])[-1]
+    n_channel = _n_channel(X_val)
     images = as_image_list(X_val, n_dim, n_channel, name="validation_X")
-    if isinstance(X_val, np.ndarray):
+    if _is_stack(X_val):
         bad = [s for s in X_val.shape[1:-1] if s % div_by]
         if bad:
-            raise ValueError(f"validation_X: spatial shape {X_val.shape[1:-1]} must be divisible by "
+            raise ValueError(f"validation_X: spatial shape {tuple(X_val.shape[1:-1])} must be divisible by "
                              f"2**unet_n_depth = {div_by}")
-        X = np.asarray(X_val, np.float32)
+        X = np.asarray(X_val if hasattr(X_val, "__array__") else X_val[...], np.float32)  # used whole: read it
+        if is_lazy(X_val) and not np.isfinite(X).all():
+            raise ValueError(f"validation_X: contains {int((~np.isfinite(X)).sum())} NaN or Inf value(s); remove or "
+                             "replace them before training")
+    elif any(is_lazy(im) for im in images):
+        X = _grid_patches_lazy(images, patch_shape, max_patches)
     else:
         X = np.concatenate([_grid_patches(im, patch_shape) for im in images], axis=0)
         if len(X) == 0:
@@ -261,6 +313,30 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
     mean = np.asarray(means if means is not None else [0.0] * n_channel, np.float64)
     std = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float64)
     return mask_batch(normalize(X, mean, std), perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask)
+
+
+def _grid_patches_lazy(images: Sequence, shape: Sequence[int], max_patches: int) -> np.ndarray:
+    """The patches of :func:`_grid_patches` over all images, concatenated and thinned to ``max_patches`` as
+    :func:`validation_data` does, reading only the patches kept (one slice each)."""
+    shape = tuple(int(p) for p in shape)
+    counts = [tuple(int(s) // p for s, p in zip(im.shape[:-1], shape)) for im in images]
+    totals = np.array([int(np.prod(n)) for n in counts], np.int64)
+    total = int(totals.sum())
+    if total == 0:
+        raise ValueError(f"validation_X: every image is smaller than n2v_patch_shape {shape}")
+    take = np.arange(total) if total <= max_patches else np.linspace(0, total - 1, max_patches).astype(int)
+    first = np.concatenate([[0], np.cumsum(totals)])
+    dtype = np.result_type(*[np.dtype(im.dtype) for im in images])  # as np.concatenate of the patches
+    out = np.empty((len(take),) + shape + (int(images[0].shape[-1]),), dtype)
+    for j, g in enumerate(take):  # one read per patch
+        i = int(np.searchsorted(first, g, side="right")) - 1
+        start = np.array(np.unravel_index(int(g - first[i]), counts[i])) * shape
+        out[j] = np.asarray(images[i][tuple(slice(a, a + p) for a, p in zip(start, shape))])
+        if is_lazy(images[i]) and not np.isfinite(out[j]).all():
+            raise ValueError(f"validation_X[{i}]: the validation patch at {tuple(int(a) for a in start)} contains "
+                             "NaN or Inf values: replace them in the image (e.g. with its median) or leave the "
+                             "image out")
+    return out
 
 
 def _grid_patches(img: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -9,18 +9,23 @@ Everything that touches image files lives here, so that ``data`` (training data)
 - :func:`atomic_path`, :func:`write_text_atomic`: write to a temporary name in the target folder, rename when
   complete (a crash or Ctrl-C never leaves a truncated file under the final name);
 - :func:`read_tiff_metadata`, :func:`write_tiff`: keep a TIFF's axes, pixel size and ImageJ/OME calibration
-  from input to output.
+  from input to output;
+- :func:`open_array`, :class:`LazyArray`, :func:`block_slices`, :func:`require`: images larger than memory (TIFF,
+  Zarr, OME-Zarr) opened without reading, read region by region; optional modules imported with an install hint.
 """
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
+import itertools
 import logging
 import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,13 +33,19 @@ import tifffile
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LazyArray",
     "atomic_path",
+    "block_slices",
     "check_images",
+    "chunk_shape",
     "collect_files",
     "guess_axes",
+    "is_lazy",
     "load_images",
+    "open_array",
     "read_image",
     "read_tiff_metadata",
+    "require",
     "save_npz_atomic",
     "savefig_atomic",
     "to_dtype",
@@ -787,3 +798,512 @@ def write_tiff(path: str | os.PathLike, img: np.ndarray, axes: str | None = None
         kwargs["metadata"] = {"axes": file_axes} if file_axes else None
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, img, **kwargs)
+
+
+# --------------------------------------------------------------------------- lazy arrays: data larger than memory
+
+#: The pip names of the optional modules (the ``large`` extra), for the hint of :func:`require`.
+_PIP_NAMES = {"zarr": "zarr", "dask": "dask[array]", "distributed": "distributed", "ome_zarr": "ome-zarr"}
+#: Elements of one block read by :func:`block_slices` (32 MiB in float64).
+BLOCK_ELEMENTS = 1 << 22
+#: NGFF axis names and types -> n2v_tf letters.
+_NGFF_NAMES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+_NGFF_TYPES = {"time": "T", "channel": "C"}
+
+
+def require(module: str, extra: str = "large") -> ModuleType:
+    """Import an optional module, or say which package is missing and how to install it.
+
+    Parameters
+    ----------
+    module : str
+        Module name, e.g. ``'zarr'``, ``'dask.array'``, ``'ome_zarr'``.
+    extra : str
+        The ``n2v_tf`` extra that installs it (named in the message).
+
+    Returns
+    -------
+    types.ModuleType
+        The imported module.
+
+    Raises
+    ------
+    ImportError
+        The module (or one of its dependencies) is not installed; the message names the package and the pip
+        command, e.g. ``pip install "n2v_tf[large]"``.
+
+    Examples
+    --------
+    >>> require('numpy').__name__
+    'numpy'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        pkg = _PIP_NAMES.get(top, top)
+        raise ImportError(f"{module} is needed here but cannot be imported ({e}): install it with "
+                          f"pip install \"n2v_tf[{extra}]\" (or pip install \"{pkg}\")") from e
+
+
+def is_lazy(a: object) -> bool:
+    """Whether ``a`` is an array-like that is not a NumPy array: a Zarr or Dask array, a :class:`LazyArray`, an
+    HDF5 dataset, ... (anything with ``shape``, ``dtype`` and slicing). Such arrays are never loaded whole by the
+    training code: it reads them block by block or patch by patch."""
+    return (not isinstance(a, (np.ndarray, np.generic, list, tuple))
+            and all(hasattr(a, n) for n in ("shape", "dtype", "__getitem__")))
+
+
+def chunk_shape(a: object) -> tuple[int, ...] | None:
+    """The chunk (block) shape of a lazy array: Zarr's ``chunks``, Dask's ``chunksize``; ``None`` if it has none."""
+    size = getattr(a, "chunksize", None)  # dask: the largest chunk along each axis
+    if size is None:
+        size = getattr(a, "chunks", None)
+        if size is not None and any(isinstance(c, tuple) for c in size):  # chunks per axis, e.g. dask's
+            size = tuple(max(c) if isinstance(c, tuple) else c for c in size)
+    if size is None or len(size) != len(a.shape):
+        return None
+    return tuple(int(c) for c in size)
+
+
+def block_slices(shape: Sequence[int], chunks: Sequence[int] | None = None,
+                 max_elements: int = BLOCK_ELEMENTS) -> Iterator[tuple[slice, ...]]:
+    """Cover an array with blocks aligned to its chunks, each of at most ``max_elements`` (unless one chunk is larger).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Array shape.
+    chunks : sequence of int, optional
+        Chunk shape (default: 1 along every axis). Blocks are whole multiples of it, so every chunk is read once.
+    max_elements : int
+        Target block size; blocks grow from the last axis to the first.
+
+    Yields
+    ------
+    tuple of slice
+        One block, in C order.
+
+    Examples
+    --------
+    >>> [tuple((s.start, s.stop) for s in b) for b in block_slices((3, 4), max_elements=8)]
+    [((0, 2), (0, 4)), ((2, 3), (0, 4))]
+    """
+    shape = tuple(int(s) for s in shape)
+    chunks = (1,) * len(shape) if chunks is None else tuple(int(c) for c in chunks)
+    block = [max(1, min(c, s)) for c, s in zip(chunks, shape)]
+    for ax in reversed(range(len(shape))):
+        others = int(np.prod(block)) // block[ax]
+        fit = max(1, int(max_elements) // (others * block[ax]))
+        block[ax] = min(shape[ax], block[ax] * fit) if shape[ax] else 1
+    for start in itertools.product(*(range(0, s, b) for s, b in zip(shape, block))):
+        yield tuple(slice(a, min(a + b, s)) for a, b, s in zip(start, block, shape))
+
+
+class LazyArray:
+    """A read-only view of an image on disk (Zarr, OME-Zarr, TIFF) that reads only what is sliced.
+
+    Made by :func:`open_array`; any array-like with ``shape``, ``dtype`` and slicing (a Zarr or Dask array, a
+    NumPy memmap) can be wrapped. Slicing with integers and slices (basic indexing, ``...``) returns a NumPy array
+    of just that region; :meth:`as_axes` reorders the axes and adds missing ones of length 1 without reading.
+
+    Parameters
+    ----------
+    base : array-like
+        The stored array.
+    axes : str, optional
+        Its axes (letters S/T, Z, Y, X, C), if known.
+    path : str or os.PathLike, optional
+        Where it is stored (for messages).
+    meta : dict, optional
+        What :func:`open_array` found out (format, pixel sizes, ...).
+
+    Attributes
+    ----------
+    shape, dtype, ndim, size, chunks, axes, path, meta
+
+    Examples
+    --------
+    >>> view = LazyArray(np.arange(24).reshape(2, 3, 4), 'ZYX').as_axes('YXZC')
+    >>> view.shape, view[0, 1:3].tolist()
+    ((3, 4, 2, 1), [[[1], [13]], [[2], [14]]])
+    """
+
+    def __init__(self, base: Any, axes: str | None = None, path: str | os.PathLike | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.base = base
+        self.path = None if path is None else str(path)
+        self.meta = dict(meta or {})
+        n = len(base.shape)
+        self._order: tuple[int | None, ...] = tuple(range(n))  # for each axis of the view: the base axis (None: new)
+        self._fixed: dict[int, int] = {}                         # base axes left out: their index
+        if axes is not None:
+            axes = _check_axes_string(axes, "axes") if axes else axes
+            if len(axes) != n:
+                raise ValueError(f"{self._where()}axes {axes!r} have {len(axes)} letter(s) but the array has {n} "
+                                 f"dimension(s), shape {tuple(base.shape)}: give one letter per dimension")
+        self.axes = axes
+
+    def _where(self) -> str:
+        return f"{self.path}: " if self.path else ""
+
+    def _view(self, order: Sequence[int | None], fixed: dict[int, int], axes: str | None) -> LazyArray:
+        view = object.__new__(LazyArray)
+        view.base, view.path, view.meta, view.axes = self.base, self.path, self.meta, axes
+        view._order, view._fixed = tuple(order), dict(fixed)
+        return view
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        base = self.base.shape
+        return tuple(1 if b is None else int(base[b]) for b in self._order)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.base.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._order)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        base = chunk_shape(self.base)
+        return None if base is None else tuple(1 if b is None else base[b] for b in self._order)
+
+    def __len__(self) -> int:
+        if not self._order:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"LazyArray(shape={self.shape}, dtype={self.dtype}, axes={self.axes!r}"
+                + (f", path={self.path!r}" if self.path else "") + ")")
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """Read the whole array (explicitly asked for: ``np.asarray(lazy)``)."""
+        arr = self[...]
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def _key(self, key: Any) -> tuple[int | slice, ...]:
+        """Normalise a basic-indexing key to one int or slice per axis (ints checked and made non-negative)."""
+        key = key if isinstance(key, tuple) else (key,)
+        if sum(k is Ellipsis for k in key) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for an array of {self.ndim} dimension(s): {len(key)}")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        out: list[int | slice] = []
+        for k, n in zip(key, self.shape):
+            if isinstance(k, slice):
+                out.append(k)
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+                if not -n <= k < n:
+                    raise IndexError(f"index {int(k)} is out of bounds for an axis of size {n}")
+                out.append(int(k) % n)
+            else:
+                raise TypeError(f"{self._where()}a LazyArray supports integers, slices and '...' (reading a region); "
+                                f"got {type(k).__name__} {k!r}: read the region first, e.g. np.asarray(arr[0:64])[...]")
+        return tuple(out)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = self._key(key)
+        nb = len(self.base.shape)
+        if self._order == tuple(range(nb)):  # a plain view: pass the key through
+            return np.asarray(self.base[key])
+        base_key: list[int | slice] = [self._fixed.get(b, 0) for b in range(nb)]
+        for k, b in zip(key, self._order):
+            if b is not None:
+                base_key[b] = k
+        region = np.asarray(self.base[tuple(base_key)])
+        kept_base = [b for b in range(nb) if isinstance(base_key[b], slice)]
+        kept = [(k, b) for k, b in zip(key, self._order) if isinstance(k, slice)]
+        region = region.transpose([kept_base.index(b) for _, b in kept if b is not None])
+        for pos, (k, b) in enumerate(kept):
+            if b is None:  # an axis of length 1 that the stored array does not have
+                region = np.expand_dims(region, pos)[(slice(None),) * pos + (k,)]
+        return region
+
+    def sample(self, index: int) -> LazyArray:
+        """The entry ``index`` of the first axis (e.g. one image of an ``(S, ..., C)`` stack), still lazy."""
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
+            raise IndexError(f"{self._where()}sample index {index!r} out of range for {len(self)} sample(s)")
+        b = self._order[0]
+        fixed = dict(self._fixed)
+        if b is not None:
+            fixed[b] = int(index)
+        return self._view(self._order[1:], fixed, None if self.axes is None else self.axes[1:])
+
+    def as_axes(self, axes: str) -> LazyArray:
+        """A view with the axes in the order ``axes``, without reading.
+
+        Parameters
+        ----------
+        axes : str
+            Target axes, e.g. ``'ZYXC'`` for a 3D training image or ``'SYXC'`` for a stack of 2D images. Letters
+            the array lacks are added with length 1 (e.g. ``C``); letters it has but ``axes`` lacks must have length
+            1 and are left out. ``S`` and ``T`` are the same axis (samples).
+
+        Returns
+        -------
+        LazyArray
+
+        Raises
+        ------
+        ValueError
+            The array's axes are unknown, or an axis of length > 1 would be left out.
+        """
+        target = _check_axes_string(axes, "axes")
+        if self.axes is None:
+            raise ValueError(f"{self._where()}the axes of this array are not known: create it with "
+                             "LazyArray(array, axes='ZYX') or open_array(path, axes=...) first")
+        source = self.axes.replace("T", "S")
+        target_s = target.replace("T", "S")
+        order: list[int | None] = []
+        for a in target_s:
+            order.append(self._order[source.index(a)] if a in source else None)
+        fixed = dict(self._fixed)
+        for i, a in enumerate(source):
+            if a not in target_s:
+                if self.shape[i] != 1:
+                    raise ValueError(f"{self._where()}as_axes({axes!r}) would leave out the axis {self.axes[i]!r} of "
+                                     f"length {self.shape[i]} (axes {self.axes!r}, shape {self.shape}): keep it in "
+                                     "the target axes, or take one entry of it first")
+                if self._order[i] is not None:
+                    fixed[self._order[i]] = 0
+        return self._view(order, fixed, target)
+
+
+def _axes_from_names(names: Sequence[Any], path: Path, what: str) -> str:
+    """n2v_tf letters from NGFF axes (strings or dicts with ``name``/``type``) or dimension names."""
+    letters = []
+    for ax in names:
+        name = (ax.get("name") if isinstance(ax, dict) else ax) or ""
+        kind = ax.get("type") if isinstance(ax, dict) else None
+        letter = _NGFF_NAMES.get(str(name).lower()) or _NGFF_TYPES.get(str(kind).lower())
+        if letter is None:
+            raise ValueError(f"open_array: '{path}' has the {what} {list(names)}, whose axis {name!r} n2v_tf does "
+                             "not know (it knows t, c, z, y, x): pass axes=... explicitly (letters T, C, Z, Y, X)")
+        letters.append(letter)
+    axes = "".join(letters)
+    try:
+        return _check_axes_string(axes, "axes")
+    except ValueError:
+        raise ValueError(f"open_array: cannot make sense of the {what} {list(names)} of '{path}' (as n2v_tf axes "
+                         f"{axes!r}); pass axes=... explicitly") from None
+
+
+def _resolve_axes(stored: str | None, given: str | None, ndim: int, shape: tuple[int, ...], path: Path,
+                  strict: bool) -> str:
+    """The array's axes: the stored ones, checked against the given ones (``strict``: they must agree)."""
+    if given is not None:
+        if len(given) != ndim:
+            raise ValueError(f"open_array: axes={given!r} has {len(given)} letter(s), but '{path}' has {ndim} "
+                             f"dimension(s), shape {shape}" + (f" (stored axes {stored!r})" if stored else ""))
+        if strict and stored is not None and given.replace("S", "T") != stored.replace("S", "T"):
+            raise ValueError(f"open_array: axes={given!r} do not match the axes {stored!r} that '{path}' stores (shape "
+                             f"{shape}); leave axes out to use the stored ones")
+        return given
+    if stored is None:
+        raise ValueError(f"open_array: cannot determine the axes of '{path}' (shape {shape}): it stores none (no "
+                         "NGFF 'multiscales' axes, Zarr dimension names or '_ARRAY_DIMENSIONS'); pass them, e.g. "
+                         f"open_array(path, axes={guess_axes(shape) if 2 <= ndim <= 5 else 'ZYX'!r})")
+    return stored
+
+
+def _open_tiff(path: Path, axes: str | None, level: int) -> tuple[Any, str, dict[str, Any]]:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            raw, shape, n_levels = series.axes, tuple(series.shape), len(series.levels)
+            contiguous = series.dataoffset is not None
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # corrupt or not a TIFF: say which file
+        raise ValueError(f"open_array: cannot read '{path}' as a TIFF image: {e}") from e
+    if not 0 <= level < n_levels:
+        raise ValueError(f"open_array: level={level} but '{path}' has {n_levels} resolution level(s) (0 to "
+                         f"{n_levels - 1})")
+    base = None
+    if level == 0 and contiguous:  # uncompressed and contiguous: a memory map is the fastest lazy reader
+        try:
+            base = tifffile.memmap(path, series=0, mode="r")
+        except ValueError:
+            base = None
+    if base is None:
+        zarr = require("zarr")
+        store = tifffile.imread(path, aszarr=True, series=0, level=level)
+        base = zarr.open(store, mode="r")
+    stored, note = (None, None) if len(raw) != len(shape) else _tiff_axes(raw, shape, path)
+    if axes is None and note:
+        logger.warning("%s; if this is wrong, pass axes=...", note)
+    if tuple(base.shape) != shape and level == 0:
+        stored = None  # tifffile squeezed differently: the stored letters do not apply
+    meta = {"format": "tiff", "levels": n_levels, "tiff": read_tiff_metadata(path)}
+    return base, _resolve_axes(stored, axes, len(base.shape), tuple(base.shape), path, strict=False), meta
+
+
+def _ngff_attrs(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The NGFF image metadata of a group's attributes (0.5 nests them under ``'ome'``), or None."""
+    ome = attrs.get("ome", attrs) if isinstance(attrs.get("ome"), dict) else attrs
+    ms = ome.get("multiscales")
+    return ome if isinstance(ms, list) and ms else None
+
+
+def _open_ngff(group: Any, ome: dict[str, Any], path: Path, axes: str | None, level: int
+               ) -> tuple[Any, str, dict[str, Any]]:
+    ms = ome["multiscales"][0]
+    datasets = ms.get("datasets") or []
+    if not 0 <= level < len(datasets):
+        raise ValueError(f"open_array: level={level} but the OME-Zarr '{path}' has {len(datasets)} resolution "
+                         f"level(s) (0 to {len(datasets) - 1})")
+    ds = datasets[level]
+    base = group[ds["path"]]
+    ndim = len(base.shape)
+    names = ms.get("axes")
+    if names is None:  # NGFF 0.1/0.2: always 5D tczyx
+        names = list("tczyx") if ndim == 5 else None
+    stored = None if names is None else _axes_from_names(names, path, "NGFF axes")
+    if stored is not None and len(stored) != ndim:
+        raise ValueError(f"open_array: the OME-Zarr '{path}' declares the axes {stored!r} but its level {level} "
+                         f"('{ds['path']}') has {ndim} dimension(s), shape {tuple(base.shape)}: the metadata is "
+                         "inconsistent; pass axes=... to override")
+    final = _resolve_axes(stored, axes, ndim, tuple(base.shape), path, strict=stored is not None and len(stored) == ndim)
+    scale = np.ones(ndim)
+    for transforms in (ds.get("coordinateTransformations") or [], ms.get("coordinateTransformations") or []):
+        for t in transforms:
+            if t.get("type") == "scale" and len(t.get("scale", ())) == ndim:
+                scale = scale * np.asarray(t["scale"], np.float64)
+    units = {a: ax.get("unit") for a, ax in zip(final, names or []) if isinstance(ax, dict) and ax.get("unit")}
+    meta = {"format": "ome-zarr", "level": level, "levels": len(datasets), "dataset": ds["path"],
+            "version": ome.get("version", ms.get("version")),
+            "pixel_size": {a: float(s) for a, s in zip(final, scale) if a != "C"}, "units": units}
+    return base, final, meta
+
+
+def _open_zarr(path: Path, axes: str | None, level: int) -> tuple[Any, str, dict[str, Any]]:
+    zarr = require("zarr")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:  # not a Zarr store
+        raise ValueError(f"open_array: cannot open '{path}' as a Zarr array or group: {e}") from e
+    if not hasattr(node, "shape"):  # a group
+        ome = _ngff_attrs(dict(node.attrs))
+        if ome is None and "0" in list(node.group_keys()):  # bioformats2raw layout: images in 0/, 1/, ...
+            sub = node["0"]
+            if _ngff_attrs(dict(sub.attrs)) is not None:
+                node, ome = sub, _ngff_attrs(dict(sub.attrs))
+        if ome is not None:
+            return _open_ngff(node, ome, path, axes, level)
+        arrays = sorted(node.array_keys())
+        if len(arrays) != 1:
+            raise ValueError(f"open_array: the Zarr group '{path}' holds {len(arrays)} arrays "
+                             f"({', '.join(arrays[:5]) or 'none'}) and no OME-Zarr 'multiscales' metadata: open one "
+                             f"array, e.g. open_array('{path / (arrays[0] if arrays else 'name')}')")
+        node = node[arrays[0]]
+    elif level != 0:
+        raise ValueError(f"open_array: level={level} but '{path}' is a single Zarr array (one resolution level); "
+                         "use level=0")
+    else:
+        parent = path.parent
+        if (parent / "zarr.json").exists() or (parent / ".zattrs").exists():  # a level of an OME-Zarr image?
+            try:
+                group = zarr.open_group(str(parent), mode="r")
+                ome = _ngff_attrs(dict(group.attrs))
+            except Exception:  # noqa: BLE001 - the parent is just a folder
+                ome = None
+            paths = [d.get("path") for d in (ome or {}).get("multiscales", [{}])[0].get("datasets", [])]
+            if ome is not None and path.name in paths:
+                return _open_ngff(group, ome, parent, axes, paths.index(path.name))
+    attrs = dict(node.attrs)
+    names = getattr(getattr(node, "metadata", None), "dimension_names", None) or attrs.get("_ARRAY_DIMENSIONS")
+    if not names and isinstance(attrs.get("axes"), (str, list)):
+        names = list(attrs["axes"])
+    stored = _axes_from_names(list(names), path, "dimension names") if names and all(names) else None
+    final = _resolve_axes(stored, axes, len(node.shape), tuple(node.shape), path, strict=stored is not None)
+    return node, final, {"format": "zarr", "levels": 1}
+
+
+def open_array(path: str | os.PathLike, axes: str | None = None, level: int = 0
+               ) -> tuple[LazyArray, str, dict[str, Any]]:
+    """Open an image without reading it: a TIFF, a Zarr array or group, or an OME-Zarr (NGFF) image.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.tif``/``.tiff`` file (also OME-TIFF, BigTIFF, pyramidal), a ``.npy`` file, a Zarr array or group
+        (``.zarr``), or an OME-Zarr image (``.ome.zarr``, or any group with NGFF ``multiscales`` metadata;
+        also one of its resolution levels, e.g. ``image.ome.zarr/0``).
+    axes : str, optional
+        The axes of the stored array (letters S/T, Z, Y, X, C). Default: from the file (NGFF ``axes``, Zarr
+        dimension names or xarray's ``_ARRAY_DIMENSIONS``, TIFF/ImageJ/OME axes). Given for an OME-Zarr or a Zarr
+        array with dimension names, they must match the stored ones; for a TIFF they replace tifffile's letters.
+    level : int
+        Resolution level of a multiscale image (0: full resolution).
+
+    Returns
+    -------
+    array : LazyArray
+        ``shape``, ``dtype``, ``chunks``; slicing reads only the requested region and returns a NumPy array;
+        ``array.as_axes('ZYXC')`` is the same data in another axis order (e.g. for ``N2V.train``), still lazy.
+    axes : str
+        The axes of ``array`` (as stored), e.g. ``'CZYX'``.
+    meta : dict
+        ``path``, ``format`` (``'tiff'``, ``'zarr'``, ``'ome-zarr'``, ``'npy'``), ``level``, ``levels`` (number of
+        resolution levels), ``shape``, ``dtype``, ``chunks``; for OME-Zarr ``pixel_size`` (per axis letter, from the
+        ``coordinateTransformations`` scales of the dataset and the multiscale), ``units`` and ``version``; for a
+        TIFF ``tiff`` (:func:`read_tiff_metadata`, for :func:`write_tiff`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        An unknown format, an unreadable file, a level that does not exist, axes that cannot be determined (the
+        file stores none and ``axes`` is not given) or that do not match the file; the message names the path.
+    ImportError
+        ``zarr`` is needed (Zarr, OME-Zarr, compressed TIFF) but not installed: ``pip install "n2v_tf[large]"``.
+
+    Notes
+    -----
+    An uncompressed, contiguous TIFF is memory-mapped (``tifffile.memmap``); other TIFFs are read through
+    ``tifffile.imread(path, aszarr=True)`` and ``zarr.open``, chunk (tile or strip) by chunk. OME-Zarr metadata is
+    read from the group attributes (NGFF 0.1 to 0.5) with plain ``zarr``; ``ome-zarr`` is not needed to read.
+
+    Examples
+    --------
+    >>> arr, axes, meta = open_array('big.ome.zarr')           # doctest: +SKIP
+    >>> axes, arr.shape, meta['pixel_size']                    # doctest: +SKIP
+    ('CZYX', (1, 400, 8192, 8192), {'Z': 2.0, 'Y': 0.3, 'X': 0.3})
+    >>> model.train([arr.as_axes('ZYXC')], X_val)              # doctest: +SKIP
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"open_array: '{p}' does not exist (no such file or folder)")
+    given = None if axes is None else _check_axes_string(axes, "axes")
+    if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < 0:
+        raise ValueError(f"open_array: level must be an int >= 0 (0: full resolution), got {level!r}")
+    name = p.name.lower()
+    if name.endswith((".tif", ".tiff")):
+        base, found, meta = _open_tiff(p, given, int(level))
+    elif name.endswith(".npy"):
+        if level != 0:
+            raise ValueError(f"open_array: level={level} but '{p}' has one resolution level; use level=0")
+        base = np.load(p, mmap_mode="r", allow_pickle=False)
+        found, meta = _resolve_axes(None, given, base.ndim, base.shape, p, strict=False), {"format": "npy", "levels": 1}
+    elif p.is_dir() or name.endswith(".zarr"):
+        base, found, meta = _open_zarr(p, given, int(level))
+    else:
+        raise ValueError(f"open_array: '{p}' is neither a TIFF (.tif, .tiff), a .npy file nor a Zarr/OME-Zarr "
+                         "folder (.zarr, .ome.zarr); other formats must be read whole with read_image")
+    meta.setdefault("level", int(level))
+    meta.update(path=str(p), axes=found, shape=tuple(int(s) for s in base.shape),
+                dtype=str(np.dtype(base.dtype)), chunks=chunk_shape(base))
+    return LazyArray(base, found, path=p, meta=meta), found, meta

@@ -23,10 +23,11 @@ from csbdeep.utils import axes_check_and_normalize, load_json
 
 from .config import N2VConfig, denormalize, normalize
 from .data import N2VSequence, as_image_list, validation_data
-from .io import atomic_path, save_npz_atomic, write_text_atomic
+from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
-from .masking import box_size, tta_backward, tta_forward
-from .nets import build_unet, load_weights_h5, receptive_field_radius
+from .masking import box_size
+from .nets import build_unet, fold_batch_norm, load_weights_h5, receptive_field_radius
+from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
 __all__ = ["N2V"]
 
@@ -55,7 +56,7 @@ class _EpochState(keras.callbacks.Callback):
     Also restores a saved state when training begins (after the other callbacks have reset themselves).
     """
 
-    def __init__(self, n2v: "N2V", seed: int, initial_epoch: int, restore: dict | None = None):
+    def __init__(self, n2v: N2V, seed: int, initial_epoch: int, restore: dict | None = None):
         super().__init__()
         self.n2v, self.seed, self.restore = n2v, int(seed), restore
         self.initial = self.completed = int(initial_epoch)  # completed: epochs whose weights are saved
@@ -292,13 +293,26 @@ class N2V(CARE):
         Callbacks: learning-rate logging (``lr`` and ``learning_rate`` in the history),
         ``TerminateOnNaN``, CSBDeep's best/last checkpoints, TensorBoard (``config.train_tensorboard``)
         and ``ReduceLROnPlateau`` (``config.train_reduce_lr``).
+
+        The optimizer and the metrics are created and compiled in the scope of the ``tf.distribute`` strategy the
+        network was built under (see :meth:`train`); an ``optimizer`` given here must be created in that scope too.
         """
         if kwargs:
             raise TypeError(f"prepare_for_training got unexpected argument(s) {', '.join(kwargs)}")
+        with self._strategy_scope():
+            self._prepare_for_training(optimizer, metrics)
+
+    def _prepare_for_training(self, optimizer, metrics) -> None:
+        """:meth:`prepare_for_training` inside the scope of the model's ``tf.distribute`` strategy."""
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=self.config.train_learning_rate)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise TypeError(f"optimizer must be a keras.optimizers.Optimizer, got {type(optimizer).__name__}")
+        strategy = self._strategy()
+        if strategy is not None and getattr(optimizer, "_distribution_strategy", strategy) is not strategy:
+            raise ValueError(f"optimizer: it was created outside the scope of the {type(strategy).__name__} that the "
+                             "model was built under; create it inside `with strategy.scope():` (or pass none: the "
+                             "default Adam is created there)")
         if metrics is None:
             metrics = () if self.config.probabilistic else ("mse", "mae")
         unknown = [m for m in metrics if m not in LOSSES]
@@ -336,12 +350,15 @@ class N2V(CARE):
 
         Parameters
         ----------
-        X : numpy.ndarray or list of numpy.ndarray
+        X : numpy.ndarray or list of numpy.ndarray or lazy arrays
             Training data: an n2v patch array ``SYXC``/``SZYXC``, or a list of ``YXC``/``ZYXC`` images of any
-            size, from which random ``n2v_patch_shape`` crops are drawn on the fly.
-        validation_X : numpy.ndarray or list of numpy.ndarray
+            size, from which random ``n2v_patch_shape`` crops are drawn on the fly. Lazy arrays (Zarr, Dask,
+            :func:`n2v_tf.io.open_array` with ``.as_axes('ZYXC')``) train data larger than memory: only the patches
+            of each batch are read.
+        validation_X : numpy.ndarray or list of numpy.ndarray or lazy arrays
             Validation data (array used whole, spatial sizes divisible by ``2**unet_n_depth``; list cut into
-            patches); masked once with a fixed seed, so the validation masks are the same in every run.
+            patches, of which only those kept are read); masked once with a fixed seed, so the validation masks
+            are the same in every run.
         epochs, steps_per_epoch : int, optional
             Override ``config.train_epochs`` / ``config.train_steps_per_epoch``. With ``resume``, ``epochs`` is the
             total number of epochs, including those already done.
@@ -374,6 +391,28 @@ class N2V(CARE):
         Op determinism (``tf.config.experimental.enable_op_determinism``) makes TensorFlow choose deterministic
         kernels; on a CPU it costs little (measured for this U-Net: a few percent per step), on a GPU more. It is
         switched off again after the run unless it was on before.
+
+        Several devices (``tf.distribute``): create the model in the strategy's scope, then train it, in the scope
+        or not::
+
+            strategy = tf.distribute.MirroredStrategy()        # all local GPUs
+            with strategy.scope():
+                model = N2V(config, name, basedir)
+            model.train(X, X_val)
+
+        ``config.train_batch_size`` stays the global batch, what one step sees: each of the
+        ``strategy.num_replicas_in_sync`` replicas gets ``train_batch_size / replicas`` patches of it (it must
+        divide evenly, else :class:`ValueError`), so a seeded run draws the same batches on one device and on
+        several. The gradients are summed over the replicas of the per-replica losses scaled by ``1 / replicas``
+        (Keras' rule); every patch has the same number of blind-spot pixels, so this is the masked loss of the
+        global batch. Batch normalisation (``config.batch_norm``) uses the statistics of each replica's patches.
+        Validation patches are used in a multiple of the replica count (at most ``replicas - 1`` are left out,
+        with a warning). The optimizer and metrics are created in the scope, the weight files are those of a
+        single-device model (``N2V(None, name, basedir)`` loads them anywhere). With
+        ``MultiWorkerMirroredStrategy`` every worker runs the same script (same data, config and ``seed``); the
+        batch stream is sharded by data (``tf.data`` ``AutoShardPolicy.DATA``), so each worker trains on its share
+        of the batches (each worker draws the whole stream; not tested here). Op determinism with several
+        replicas depends on the devices' all-reduce.
         """
         c = self.config
         epochs = c.train_epochs if epochs is None else int(epochs)
@@ -381,14 +420,21 @@ class N2V(CARE):
         for name, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        strategy = self._strategy()
+        replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+        if c.train_batch_size % replicas:
+            raise ValueError(f"train_batch_size={c.train_batch_size} is not divisible by the {replicas} replicas of the "
+                             f"{type(strategy).__name__}: it is the global batch of one step, split evenly over the "
+                             f"replicas; use a multiple of {replicas}, e.g. train_batch_size="
+                             f"{replicas * max(1, round(c.train_batch_size / replicas))}")
         restore = self._resume_state(epochs) if resume else None
         if restore is not None and seed is None:
             seed = int(restore["seed"])
         initial_epoch = 0 if restore is None else int(restore["epoch"])
         train_imgs = as_image_list(X, c.n_dim, c.n_channel_in, "X")
         val_imgs = as_image_list(validation_X, c.n_dim, c.n_channel_in, "validation_X")
-        n_train = sum(im.size for im in train_imgs)
-        n_val = sum(im.size for im in val_imgs)
+        n_train = sum(int(np.prod(im.shape)) for im in train_imgs)
+        n_val = sum(int(np.prod(im.shape)) for im in val_imgs)
         if n_val / (n_train + n_val) < 0.05:
             warnings.warn(f"small number of validation images (only {100 * n_val / (n_train + n_val):.1f}% of all "
                           "images)", stacklevel=2)
@@ -398,18 +444,20 @@ class N2V(CARE):
                    "struct_mask": struct, "means": means, "stds": stds}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
-        val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) else val_imgs,
-                                   c.n2v_patch_shape, div_by=2 ** c.unet_n_depth, **masking)
-        if not self._model_prepared:
-            self.prepare_for_training()
-        if restore is not None:
-            self._restore_optimizer(restore)
+        val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) or is_lazy(validation_X)
+                                   else val_imgs, c.n2v_patch_shape, div_by=2 ** c.unet_n_depth, **masking)
+        val_data = _even_validation(val_data, replicas)
+        with self._strategy_scope():
+            if not self._model_prepared:
+                self.prepare_for_training()
+            if restore is not None:
+                self._restore_optimizer(restore)
         callbacks = list(self.callbacks)
         state = None
         if self.basedir is not None:
             state = _EpochState(self, train_data.seed, initial_epoch, restore)
             callbacks.append(state)
-        with _op_determinism(seed is not None):
+        with _op_determinism(seed is not None), self._strategy_scope():
             try:
                 history = self.keras_model.fit(train_data.tf_dataset(initial_epoch), steps_per_epoch=len(train_data),
                                                validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
@@ -419,6 +467,25 @@ class N2V(CARE):
                 return self._interrupted(state)
         self._training_finished()
         return history
+
+    def _strategy(self):
+        """The ``tf.distribute`` strategy the network was built under; ``None`` without one (or another backend)."""
+        if keras.backend.backend() != "tensorflow":
+            return None
+        import tensorflow as tf
+        built = getattr(self.keras_model, "_distribute_strategy", None)  # set by Keras when built in a scope
+        current = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        if current is not None and current is not built:
+            raise ValueError(f"this model was built {'outside any' if built is None else 'under another'} "
+                             f"tf.distribute strategy but is trained inside the scope of a {type(current).__name__}: "
+                             "create the model inside the scope, `with strategy.scope(): model = N2V(config, name, "
+                             "basedir)`, then train it (inside or outside the scope)")
+        return built
+
+    def _strategy_scope(self):
+        """The scope of :meth:`_strategy` (a no-op context without a strategy)."""
+        strategy = self._strategy()
+        return contextlib.nullcontext() if strategy is None else strategy.scope()
 
     def _resume_state(self, epochs: int) -> dict:
         """The saved training state of this model folder, checked, with the last weights loaded."""
@@ -548,8 +615,8 @@ class N2V(CARE):
             padded = resizer.before(x, net_axes, self._axes_div_by(net_axes))
             out = resizer.after(self.keras_model.predict(padded[np.newaxis], verbose=0)[0], net_axes)
             return denormalize(out, means[0], stds[0])
-        predictor, part = self._predictor(pn2v_output, means, stds)
-        pred = denormalize(self._predict_tiles(x, net_axes, n_tiles, tta, resizer, predictor, part), means, stds)
+        net = self._inference(pn2v_output, means, stds)
+        pred = denormalize(self._predict_tiles(x, net_axes, n_tiles, tta, resizer, net), means, stds)
         if bad is not None:
             pred[bad] = np.nan
         return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
@@ -574,24 +641,31 @@ class N2V(CARE):
             self._check_tiles(img.shape, axes, n_tiles)
         return axes, n_tiles
 
-    def _predictor(self, pn2v_output: str, means: np.ndarray, stds: np.ndarray) -> tuple[keras.Model, int]:
-        """The network that tiled prediction runs and which of its outputs is the result (PN2V: the MMSE head)."""
-        if not self.config.probabilistic:
-            return self.keras_model, 0
-        if pn2v_output not in ("mmse", "prior_mean"):
-            raise ValueError(f"pn2v_output must be 'mmse', 'prior_mean' or 'samples', got {pn2v_output!r}")
-        if pn2v_output == "mmse" and self.noise_model is None:
-            raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
-        key = (id(self.keras_model), id(self.noise_model), float(means[0]), float(stds[0]))
-        if getattr(self, "_pn2v_cache", (None,))[0] != key:  # build the MMSE head once, not per call
-            self._pn2v_cache = (key, self._pn2v_head(*key[2:]))
-        return self._pn2v_cache[1], 0 if pn2v_output == "mmse" else 1
+    def _inference(self, pn2v_output: str, means: np.ndarray, stds: np.ndarray) -> CompiledNetwork:
+        """The compiled inference network that tiled prediction runs: the trained network with batch norm folded into
+        its convolutions (PN2V: with the MMSE head, keeping the MMSE estimate or the prior mean). Built once and
+        reused until the weights, the noise model or the normalisation change."""
+        c = self.config
+        if c.probabilistic:
+            if pn2v_output not in ("mmse", "prior_mean"):
+                raise ValueError(f"pn2v_output must be 'mmse', 'prior_mean' or 'samples', got {pn2v_output!r}")
+            if pn2v_output == "mmse" and self.noise_model is None:
+                raise ValueError("pn2v_output='mmse' needs the noise model: N2V(..., noise_model=...)")
+        key = (weights_fingerprint(self.keras_model), id(self.keras_model), id(self.noise_model),
+               pn2v_output if c.probabilistic else None, float(means[0]), float(stds[0]))
+        cache = getattr(self, "_inference_cache", None)
+        if cache is None or cache[0] != key:
+            net = fold_batch_norm(self.keras_model)
+            index = None
+            if c.probabilistic:
+                net, index = self._pn2v_head(net, key[-2], key[-1]), 0 if pn2v_output == "mmse" else 1
+            cache = self._inference_cache = (key, CompiledNetwork(net, index))
+        return cache[1]
 
-    def _pn2v_head(self, mean: float, std: float) -> keras.Model:
+    def _pn2v_head(self, net: keras.Model, mean: float, std: float) -> keras.Model:
         """Normalised image -> normalised (MMSE estimate, prior mean): the network of the exported package
         (:func:`n2v_tf.export_layers.pn2v_mmse_network`) with the prior mean as a second channel. Without a noise
         model both channels are the prior mean."""
-        net = self.keras_model
         inp = keras.Input(net.input_shape[1:])
         network = keras.Model(inp, net(inp))  # a graph of its own around the trained layers
         from .export_layers import pn2v_mmse_network, sample_mean_layer
@@ -601,25 +675,26 @@ class N2V(CARE):
         return pn2v_mmse_network(network, self.noise_model, mean, std, with_prior=True)
 
     def _predict_tiles(self, x: np.ndarray, net_axes: str, n_tiles, tta: bool, resizer: Resizer,
-                       predictor: keras.Model, part: int) -> np.ndarray:
-        """CSBDeep's tiled prediction of a normalised channel-last image, averaged over the 8 YX transforms if
-        ``tta``."""
-        def run(arr, tiles):
-            with self._predict_with(predictor):
-                return self._predict_mean_and_scale(arr, axes=net_axes, normalizer=None, resizer=resizer,
-                                                    n_tiles=tiles)[part]
+                       net: CompiledNetwork) -> np.ndarray:
+        """Tiled prediction (:func:`n2v_tf.tiling.predict_tiles`) of a normalised channel-last image, each tile
+        averaged over the 8 YX transforms if ``tta``."""
+        block = 2 ** self.config.unet_n_depth
+        padded = resizer.before(x, net_axes, self._axes_div_by(net_axes))
+        spatial = padded.shape[:-1]
+        if any(s % block for s in spatial):
+            raise ValueError(f"the resizer {type(resizer).__name__} gave an image of spatial shape {spatial}, not "
+                             f"divisible by 2**unet_n_depth = {block}: use csbdeep's PadAndCropResizer (the default)")
+        tiles = (1,) * len(spatial) if n_tiles is None else n_tiles[:-1]
+        cores = [core_size(s, t, block) for s, t in zip(spatial, tiles)]
+        n_out = self.keras_model.output_shape[-1] if net.output_index is None else 1
+        out = np.empty(spatial + (n_out,), np.float32)
 
-        if not tta:
-            return run(x, n_tiles)
-        yx = (net_axes.index("Y"), net_axes.index("X"))
-        preds = []
-        for k, aug in enumerate(tta_forward(x, yx_axes=yx)):
-            tiles = n_tiles
-            if tiles is not None and k % 2 == 1:  # rotated by 90 or 270 degrees: swap Y and X tiles
-                tiles = list(tiles)
-                tiles[yx[0]], tiles[yx[1]] = tiles[yx[1]], tiles[yx[0]]
-            preds.append(run(aug, tiles))
-        return tta_backward(preds, yx_axes=yx)
+        def write(region, pred):
+            out[region] = pred
+
+        overlap = receptive_field_radius(self.config.unet_n_depth, self.config.unet_kern_size, self.config.blurpool)
+        predict_tiles(lambda region: padded[region], write, spatial, cores, overlap, block, net, tta=tta)
+        return resizer.after(out, net_axes)
 
     def _check_tiles(self, shape: Sequence[int], axes: str, n_tiles: Sequence[int]) -> None:
         """Refuse ``n_tiles`` < 1, or so large that a tile is smaller than the network's ``2**unet_n_depth`` block."""
@@ -650,15 +725,6 @@ class N2V(CARE):
         counts = np.maximum((~bad).reshape(-1, x.shape[-1]).sum(0), 1)
         fill = (finite.reshape(-1, x.shape[-1]).sum(0) / counts).astype(np.float32)
         return np.where(bad, fill, x), bad
-
-    @contextlib.contextmanager
-    def _predict_with(self, model: keras.Model):
-        """Let CSBDeep's tiled prediction run ``model`` (e.g. the PN2V MMSE head) instead of the trained network."""
-        original, self.keras_model = self.keras_model, model
-        try:
-            yield
-        finally:
-            self.keras_model = original
 
     def export_TF(self, name: str, description: str, authors, test_img: np.ndarray, axes: str,
                   patch_shape=None, license: str = "BSD-3-Clause", result_path=None, **kwargs):
@@ -704,6 +770,20 @@ class N2V(CARE):
         """Rebuild a model folder from a package written by :meth:`export_bioimageio` and load it."""
         from .export import import_bioimageio
         return import_bioimageio(path, basedir, name, overwrite=overwrite)
+
+
+def _even_validation(val_data: tuple[np.ndarray, np.ndarray], replicas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation patches in a multiple of ``replicas``: the last validation batch then splits evenly over the
+    replicas (a replica given no patch fails in TensorFlow's batch normalisation). Drops at most ``replicas - 1``."""
+    n = len(val_data[0])
+    if replicas <= 1 or n % replicas == 0:
+        return val_data
+    if n < replicas:
+        raise ValueError(f"validation_X gives {n} validation patch(es), fewer than the {replicas} replicas of the "
+                         "tf.distribute strategy: give more validation data (at least one patch per replica)")
+    warnings.warn(f"validation: {n % replicas} of {n} validation patches left out, so that each of the {replicas} "
+                  "replicas gets the same number", stacklevel=3)
+    return tuple(v[:n - n % replicas] for v in val_data)
 
 
 @contextlib.contextmanager

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import re
 import warnings
+
 import h5py
 import keras
 import numpy as np
 from keras import layers
 
-__all__ = ["build_unet", "build_n2v_unet", "build_n2v2_unet", "receptive_field_radius", "load_weights_h5",
-           "blur_kernel"]
+__all__ = [
+    "blur_kernel",
+    "build_n2v2_unet",
+    "build_n2v_unet",
+    "build_unet",
+    "fold_batch_norm",
+    "load_weights_h5",
+    "receptive_field_radius",
+]
 
 _LAYERS = {
     2: dict(conv=layers.Conv2D, max=layers.MaxPooling2D, up=layers.UpSampling2D),
@@ -265,6 +273,84 @@ def receptive_field_radius(n_depth: int, kern_size: int, blurpool: bool = False,
         r += scale                                # nearest-neighbour upsampling
     r += n_conv_per_depth * half * 2 ** n_depth    # bottleneck
     return int(r)
+
+
+def _folded_pairs(model: keras.Model) -> dict[str, layers.Layer]:
+    """``{batch-norm layer name: the convolution it follows}`` for every batch norm that can be folded: channel-last,
+    directly after a convolution whose output nothing else uses."""
+    users: dict[str, int] = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                op = t._keras_history.operation
+                users[op.name] = users.get(op.name, 0) + 1
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, layers.BatchNormalization) or layer.axis not in (-1, len(layer.input.shape) - 1):
+            continue
+        src = layer.input._keras_history.operation
+        if isinstance(src, (layers.Conv2D, layers.Conv3D)) and users.get(src.name) == 1 and src.groups == 1:
+            pairs[layer.name] = src
+    return pairs
+
+
+def fold_batch_norm(model: keras.Model) -> keras.Model:
+    """An inference copy of ``model`` with every batch normalisation folded into the convolution before it.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional network (as :func:`build_unet` makes).
+
+    Returns
+    -------
+    keras.Model
+        The same graph, where each folded ``BatchNormalization`` is a ``keras.layers.Identity`` and its
+        convolution has the scaled kernel and shifted bias; ``model`` itself if it has nothing to fold. Its
+        predictions equal ``model(x, training=False)`` up to float32 rounding.
+
+    Notes
+    -----
+    In inference, batch normalisation is the affine map ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per
+    channel, so after a convolution with kernel ``W`` and bias ``b`` it can be merged into it:
+    ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``. The network then runs one
+    pass less over every feature map. The copy is for prediction only: training it would not train batch norm.
+    """
+    pairs = _folded_pairs(model)
+    if not pairs:
+        return model
+    convs = {conv.name: bn for bn_name, conv in pairs.items() for bn in [model.get_layer(bn_name)]}
+
+    def clone(layer):
+        if layer.name in pairs:
+            return layers.Identity(name=layer.name)
+        config = layer.get_config()
+        if layer.name in convs:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        return layer(args[0]) if layer.name in pairs else layer(*args, **kwargs)
+
+    folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer in model.layers:
+        if layer.name in pairs or not layer.weights:
+            continue
+        target = folded.get_layer(layer.name)
+        if layer.name not in convs:
+            target.set_weights(layer.get_weights())
+            continue
+        bn = convs[layer.name]
+        w = layer.get_weights()
+        kernel = w[0].astype(np.float64)
+        bias = w[1].astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
+        n = kernel.shape[-1]
+        gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else np.ones(n)
+        beta = bn.beta.numpy().astype(np.float64) if bn.center else np.zeros(n)
+        scale = gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
+        target.set_weights([(kernel * scale).astype(np.float32),
+                            ((bias - bn.moving_mean.numpy()) * scale + beta).astype(np.float32)])
+    return folded
 
 
 # --------------------------------------------------------------------------- legacy weights
