@@ -36,6 +36,10 @@ def denormalize(y: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarra
     return (np.asarray(y) * stds + means).astype(np.float32, copy=False)
 
 
+#: Accepted values of ``N2VConfig.train_mixed_precision`` (``None``: float32).
+MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
+
+
 def _is_int(v: Any, low: int | None = None) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (low is None or v >= low)
 
@@ -186,6 +190,9 @@ class N2VConfig(argparse.Namespace):
     batch_norm_momentum : float
         Momentum of the batch-normalisation moving statistics, in [0, 1) (default 0.99, Keras' and n2v's;
         PyTorch and CAREamics use 0.9). It changes training only: the weights load into any network.
+    train_mixed_precision : {None, 'mixed_float16', 'mixed_bfloat16'}
+        Train with mixed precision (float16/bfloat16 computation, float32 weights, loss and network output; float16
+        with loss scaling). Default ``None``: float32. Prediction and exported models are float32 either way.
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
     probabilistic : bool
@@ -246,6 +253,7 @@ class N2VConfig(argparse.Namespace):
         self.skip_skipone = False
         self.unet_wide_decoder = False
         self.batch_norm_momentum = 0.99
+        self.train_mixed_precision = None
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800
@@ -333,6 +341,9 @@ class N2VConfig(argparse.Namespace):
               "the masked value and the network would learn the identity)")
         for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder"):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
+        check("train_mixed_precision", self.train_mixed_precision in MIXED_PRECISION,
+              "must be None (float32), 'mixed_float16' (GPUs) or 'mixed_bfloat16' (GPUs, TPUs and CPUs with "
+              "bfloat16 instructions)")
         m = self.batch_norm_momentum
         check("batch_norm_momentum", np.isscalar(m) and not isinstance(m, (str, bool)) and 0 <= float(m) < 1,
               "must be a number in [0, 1)")
@@ -396,4 +407,5 @@ class N2VConfig(argparse.Namespace):
         config.pop("allow_new_parameters", None)
         # folders written before this field existed (n2v 0.3.x included) were trained with this value
         config.setdefault("batch_norm_momentum", 0.99)
+        config.setdefault("train_mixed_precision", None)
         return config

@@ -294,11 +294,10 @@ def _quiet_tf():
 
 
 def _clean_network(model):
-    """A copy of the network without optimizer or compiled loss (nothing that needs n2v_tf to load)."""
-    import keras
-    net = keras.Model.from_config(model.keras_model.get_config())
-    net.set_weights(model.keras_model.get_weights())
-    return net
+    """A float32 copy of the network without optimizer or compiled loss (nothing that needs n2v_tf to load; a
+    mixed-precision network is exported in float32)."""
+    from .nets import float32_copy
+    return float32_copy(model.keras_model)
 
 
 #: bioimageio.core's ``fixed_zero_mean_unit_variance`` divides by ``std + eps`` with this ``eps``.

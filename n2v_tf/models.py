@@ -26,7 +26,7 @@ from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size
-from .nets import build_unet, fold_batch_norm, load_weights_h5, receptive_field_radius
+from .nets import build_unet, fold_batch_norm, load_weights_h5, receptive_field_radius, use_fused_batch_norm
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
 __all__ = ["N2V"]
@@ -232,12 +232,15 @@ class N2V(CARE):
 
     def _build(self) -> keras.Model:
         c = self.config
-        return build_unet(n_dim=c.n_dim, n_channel_in=c.n_channel_in, n_depth=c.unet_n_depth,
+        net = build_unet(n_dim=c.n_dim, n_channel_in=c.n_channel_in, n_depth=c.unet_n_depth,
                           kern_size=c.unet_kern_size, n_first=c.unet_n_first, batch_norm=c.batch_norm,
                           last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
                           skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel,
                           n_out_per_channel=c.pn2v_samples if c.probabilistic else 1,
-                          wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum))
+                          wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum),
+                          dtype_policy=getattr(c, "train_mixed_precision", None))
+        use_fused_batch_norm(net)  # faster training, same layers and weights (see nets.use_fused_batch_norm)
+        return net
 
     def _find_and_load_weights(self, prefer: str = "best") -> None:
         if self.basedir is not None and not any(self.logdir.glob("*.h5")) and not any(self.logdir.glob("*.hdf5")):
@@ -327,6 +330,9 @@ class N2V(CARE):
             loss = PN2VLoss(self.noise_model, float(means[0]), float(stds[0]), box=box)
         else:
             loss = LOSSES[self.config.train_loss]
+        if self.config.train_mixed_precision == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
         self.keras_model.compile(optimizer=optimizer, loss=loss, metrics=[LOSSES[m] for m in metrics])
         self.callbacks = [_LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
         if self.basedir is not None:

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from .config import MIXED_PRECISION
+
 __all__ = [
     "blur_kernel",
     "build_n2v2_unet",
@@ -111,7 +113,8 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
                batch_norm: bool = True, last_activation: str = "linear", residual: bool = False,
                blurpool: bool = False, skip_skipone: bool = False, single_net_per_channel: bool = True,
                n_out_per_channel: int = 1, n_conv_per_depth: int = 2, wide_decoder: bool = False,
-               batch_norm_momentum: float = 0.99, name: str = "n2v_unet") -> keras.Model:
+               batch_norm_momentum: float = 0.99, name: str = "n2v_unet", dtype_policy: str | None = None
+               ) -> keras.Model:
     """Build the N2V / N2V2 U-Net for 2D or 3D images (channels last).
 
     Parameters
@@ -151,6 +154,9 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
         CAREamics' is 0.9). It changes training only, not the layers or weights.
     name : str
         Model name.
+    dtype_policy : {None, 'float32', 'mixed_float16', 'mixed_bfloat16'}
+        Keras dtype policy of the layers (mixed precision: float16/bfloat16 computation, float32 weights). The input
+        and the output layers are float32 whatever the policy.
 
     Returns
     -------
@@ -177,6 +183,17 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     >>> model.output_shape
     (None, None, None, None, 1)
     """
+    if dtype_policy not in MIXED_PRECISION:
+        raise ValueError(f"dtype_policy must be one of {MIXED_PRECISION}, got {dtype_policy!r}")
+    if dtype_policy not in (None, "float32"):
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(dtype_policy)  # the layers take the policy when they are created
+        try:
+            return build_unet(n_dim, n_channel_in, n_depth, kern_size, n_first, batch_norm, last_activation,
+                              residual, blurpool, skip_skipone, single_net_per_channel, n_out_per_channel,
+                              n_conv_per_depth, wide_decoder, batch_norm_momentum, name, dtype_policy=None)
+        finally:
+            keras.config.set_dtype_policy(previous)
     if n_dim not in _LAYERS:
         raise ValueError(f"n_dim must be 2 or 3, got {n_dim!r}")
     if kern_size % 2 != 1:
@@ -204,11 +221,11 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     outputs = []
     for prefix, x_in, n_out in branches:
         x = _unet_block(x_in, prefix=prefix, **body)
-        x = conv(n_out, 1, activation="linear", name=f"{prefix}final")(x)
+        x = conv(n_out, 1, activation="linear", name=f"{prefix}final", dtype="float32")(x)  # mixed precision: a float32 head
         if residual:
             x = layers.Add(name=f"{prefix}residual")([x, x_in])
-        outputs.append(layers.Activation(last_activation, name=f"{prefix}last_activation")(x))
-    out = outputs[0] if len(outputs) == 1 else layers.Concatenate(axis=-1, name="channels")(outputs)
+        outputs.append(layers.Activation(last_activation, name=f"{prefix}last_activation", dtype="float32")(x))
+    out = outputs[0] if len(outputs) == 1 else layers.Concatenate(axis=-1, name="channels", dtype="float32")(outputs)
     return keras.Model(inp, out, name=name)
 
 
@@ -305,9 +322,9 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     Returns
     -------
     keras.Model
-        The same graph, where each folded ``BatchNormalization`` is a ``keras.layers.Identity`` and its
-        convolution has the scaled kernel and shifted bias; ``model`` itself if it has nothing to fold. Its
-        predictions equal ``model(x, training=False)`` up to float32 rounding.
+        The same graph in float32 (whatever the policy of ``model``), where each folded ``BatchNormalization`` is a
+        ``keras.layers.Identity`` and its convolution has the scaled kernel and shifted bias. Its predictions equal
+        ``model(x, training=False)`` up to float32 rounding (up to the rounding of a mixed-precision ``model``).
 
     Notes
     -----
@@ -318,13 +335,13 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     """
     pairs = _folded_pairs(model)
     if not pairs:
-        return model
+        return float32_copy(model)
     convs = {conv.name: bn for bn_name, conv in pairs.items() for bn in [model.get_layer(bn_name)]}
 
     def clone(layer):
         if layer.name in pairs:
             return layers.Identity(name=layer.name)
-        config = layer.get_config()
+        config = _float32_config(layer)
         if layer.name in convs:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
@@ -351,6 +368,81 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         target.set_weights([(kernel * scale).astype(np.float32),
                             ((bias - bn.moving_mean.numpy()) * scale + beta).astype(np.float32)])
     return folded
+
+
+def _float32_config(layer: layers.Layer) -> dict:
+    config = layer.get_config()
+    if "dtype" in config:
+        config["dtype"] = "float32"
+    return config
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (same layers, weights and names) whose layers all compute in float32: a mixed-precision
+    network as float32 for prediction and export (float32 inputs, outputs and arithmetic)."""
+    copy = keras.models.clone_model(model, clone_function=lambda layer: layer.__class__.from_config(
+        _float32_config(layer)))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _fused_training_call(layer: layers.BatchNormalization, n_dim: int):
+    import tensorflow as tf
+    plain = layer.call
+    data_format = "NHWC" if n_dim == 2 else "NDHWC"
+
+    def call(inputs, training=None, mask=None):
+        if not training or mask is not None:
+            return plain(inputs, training=training, mask=mask)
+        dtype = inputs.dtype
+        x = inputs if dtype in (tf.float32, tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(layer.gamma, tf.float32) if layer.scale else tf.ones(x.shape[-1]),
+            tf.cast(layer.beta, tf.float32) if layer.center else tf.zeros(x.shape[-1]),
+            epsilon=layer.epsilon, data_format=data_format, is_training=True)
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        var = var * (n - 1) / tf.maximum(n, 2)  # the op returns the unbiased variance; Keras keeps the biased one
+        m = layer.momentum
+        layer.moving_mean.assign(layer.moving_mean * m + tf.cast(mean, layer.moving_mean.dtype) * (1 - m))
+        layer.moving_variance.assign(layer.moving_variance * m + tf.cast(var, layer.moving_variance.dtype) * (1 - m))
+        return tf.cast(y, dtype)
+    return call
+
+
+def use_fused_batch_norm(model: keras.Model) -> int:
+    """Train ``model``'s channel-last batch normalisations with TensorFlow's fused kernel.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network built with the TensorFlow backend.
+
+    Returns
+    -------
+    int
+        Number of layers switched.
+
+    Notes
+    -----
+    Keras 3 computes batch normalisation in training from separate moment, subtraction and scaling ops (and their
+    gradients); TensorFlow's ``FusedBatchNormV3`` (what Keras 2, and so n2v 0.3.x, used) does it in one pass. For the
+    N2V U-Net it makes a CPU training step about 30 % faster (``benchmarks/bench_speed.py``). Only the training
+    computation of these layer *instances* changes: same weights, same moving-statistics update (momentum, biased
+    variance), inference unchanged, and the layers stay ``keras.layers.BatchNormalization`` in saved models, which
+    therefore load without ``n2v_tf``.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 0
+    count = 0
+    for layer in model.layers:
+        if (not isinstance(layer, layers.BatchNormalization) or getattr(layer, "synchronized", False)
+                or getattr(layer, "renorm", False)):
+            continue
+        rank = len(layer.input.shape)
+        if rank in (4, 5) and layer.axis in (-1, rank - 1):
+            layer.call = _fused_training_call(layer, rank - 2)
+            count += 1
+    return count
 
 
 # --------------------------------------------------------------------------- legacy weights

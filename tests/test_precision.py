@@ -1,0 +1,113 @@
+"""Training speed switches: fused batch norm (same numbers as Keras' layer) and mixed precision (runs, float32 I/O,
+quality of a tiny training)."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from n2v_tf import N2V, N2VConfig
+from n2v_tf.nets import build_unet, float32_copy, use_fused_batch_norm
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_fused_batch_norm_trains_like_keras_batch_norm(n_dim):
+    rng = np.random.default_rng(0)
+    plain = build_unet(n_dim, 1, 1, 3, 4, batch_norm=True, batch_norm_momentum=0.9)
+    fused = build_unet(n_dim, 1, 1, 3, 4, batch_norm=True, batch_norm_momentum=0.9)
+    fused.set_weights(plain.get_weights())
+    assert use_fused_batch_norm(fused) == sum(isinstance(la, keras.layers.BatchNormalization) for la in fused.layers)
+    x = rng.normal(size=(3,) + (16,) * n_dim + (1,)).astype(np.float32) * 3 + 1
+    a, b = plain(x, training=True).numpy(), fused(x, training=True).numpy()
+    np.testing.assert_allclose(b, a, atol=1e-4 * np.ptp(a))
+    for wa, wb in zip(plain.weights, fused.weights):  # moving mean and variance updated the same way
+        np.testing.assert_allclose(wb.numpy(), wa.numpy(), rtol=1e-4, atol=1e-5, err_msg=wa.path)
+    assert any(not np.allclose(w.numpy(), 0) and "moving_mean" in w.path for w in fused.weights)
+    np.testing.assert_allclose(fused(x, training=False).numpy(), plain(x, training=False).numpy(), atol=1e-5)
+
+
+def test_fused_batch_norm_gradients_match():
+    import tensorflow as tf
+    rng = np.random.default_rng(1)
+    plain = build_unet(2, 1, 1, 3, 4, batch_norm=True)
+    fused = build_unet(2, 1, 1, 3, 4, batch_norm=True)
+    fused.set_weights(plain.get_weights())
+    use_fused_batch_norm(fused)
+    x = tf.constant(rng.normal(size=(2, 16, 16, 1)).astype(np.float32))
+    grads = []
+    for net in (plain, fused):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(net(x, training=True) ** 2)
+        grads.append(tape.gradient(loss, net.trainable_weights))
+    scale = max(float(tf.reduce_max(tf.abs(g))) for g in grads[0])
+    for ga, gb in zip(*grads):  # (the biases before batch norm have zero gradient up to rounding)
+        np.testing.assert_allclose(gb.numpy(), ga.numpy(), rtol=1e-3, atol=1e-5 * scale)
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :96]
+    clean = [(100 + 40 * np.sin(yy / (6 + k)) * np.cos(xx / (8 + k))).astype(np.float32) for k in range(3)]
+    noisy = [(c + rng.normal(scale=12, size=c.shape)).astype(np.float32) for c in clean]
+    return clean, noisy
+
+
+def _psnr(clean, pred):
+    return 10 * np.log10(np.ptp(clean) ** 2 / np.mean((clean - pred) ** 2))
+
+
+@pytest.mark.slow
+def test_mixed_precision_trains_keeps_float32_io_and_quality(tmp_path):
+    clean, noisy = _data()
+    X = [n[..., None] for n in noisy[:2]]
+    psnr, init = {}, None
+    for policy in (None, "mixed_bfloat16"):
+        config = N2VConfig(X, unet_n_depth=2, unet_n_first=8, unet_kern_size=3, train_batch_size=8,
+                           n2v_patch_shape=(32, 32), n2v_perc_pix=1.5, train_epochs=8, train_steps_per_epoch=25,
+                           train_learning_rate=2e-3, train_tensorboard=False, train_mixed_precision=policy)
+        model = N2V(config, f"m_{policy}", basedir=str(tmp_path))
+        if init is None:
+            init = model.keras_model.get_weights()
+        model.keras_model.set_weights(init)  # same start and same batches: only the precision differs
+        history = model.train(X, [noisy[2][..., None]], verbose=0, seed=0)
+        assert np.isfinite(history.history["loss"]).all()
+        assert model.keras_model.input.dtype == "float32" and model.keras_model.output.dtype == "float32"
+        pred = model.predict(noisy[2], "YX")
+        assert pred.dtype == np.float32
+        psnr[policy] = _psnr(clean[2], pred)
+        if policy is not None:
+            assert model.keras_model.get_layer("channel_0down_level_0_no_0").dtype_policy.name == policy
+            assert all(la.dtype_policy.name == "float32" for la in float32_copy(model.keras_model).layers)
+            reloaded = N2V(None, f"m_{policy}", basedir=str(tmp_path))
+            assert reloaded.config.train_mixed_precision == policy
+            np.testing.assert_allclose(reloaded.predict(noisy[2], "YX"), pred, atol=1e-4 * np.ptp(pred))
+    noisy_psnr = _psnr(clean[2], noisy[2])  # 16.5 dB; both policies reach 24-27 dB, depending on the start
+    assert psnr[None] > noisy_psnr + 6 and psnr["mixed_bfloat16"] > noisy_psnr + 6, psnr
+    # bfloat16 keeps 8 bits of mantissa: on this tiny, short training runs differ by up to about 1 dB either way
+    # (benchmarks/bench_precision.py measures the difference on the quality protocol)
+    assert abs(psnr["mixed_bfloat16"] - psnr[None]) < 2, psnr
+
+
+def test_mixed_float16_uses_loss_scaling_and_saved_model_loads_without_n2v_tf(tmp_path):
+    X = np.random.default_rng(2).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    config = N2VConfig(X, unet_n_depth=1, unet_n_first=4, n2v_patch_shape=(32, 32), train_batch_size=2,
+                       train_mixed_precision="mixed_float16", train_tensorboard=False)
+    model = N2V(config, "m", basedir=str(tmp_path))
+    model.prepare_for_training()
+    assert isinstance(model.keras_model.optimizer, keras.optimizers.LossScaleOptimizer)
+    model.keras_model.save(tmp_path / "m.keras")
+    code = ("import sys, json, numpy as np, keras; m = keras.models.load_model(sys.argv[1]); "
+            "y = m(np.zeros((1, 32, 32, 1), 'float32')); "
+            "print(json.dumps([str(m.input.dtype), str(y.dtype), 'n2v_tf' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert json.loads(out) == ["float32", "float32", False]
+
+
+def test_mixed_precision_config_is_checked_and_old_configs_get_float32():
+    X = np.zeros((1, 16, 16, 1), np.float32)
+    with pytest.raises(ValueError, match="train_mixed_precision"):
+        N2VConfig(X, train_mixed_precision="bfloat16").validate()
+    assert N2VConfig.update_loaded_config({"n_dim": 2})["train_mixed_precision"] is None
