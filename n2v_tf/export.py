@@ -296,8 +296,12 @@ def _quiet_tf():
 def _clean_network(model):
     """A float32 copy of the network without optimizer or compiled loss (nothing that needs n2v_tf to load; a
     mixed-precision network is exported in float32)."""
+    import keras
+
     from .nets import float32_copy
-    return float32_copy(model.keras_model)
+    net = keras.Model.from_config(model.keras_model.get_config())
+    net.set_weights(model.keras_model.get_weights())
+    return float32_copy(net)
 
 
 #: bioimageio.core's ``fixed_zero_mean_unit_variance`` divides by ``std + eps`` with this ``eps``.

@@ -661,11 +661,14 @@ class N2V(CARE):
                pn2v_output if c.probabilistic else None, float(means[0]), float(stds[0]))
         cache = getattr(self, "_inference_cache", None)
         if cache is None or cache[0] != key:
-            net = fold_batch_norm(self.keras_model)
-            index = None
             if c.probabilistic:
-                net, index = self._pn2v_head(net, key[-2], key[-1]), 0 if pn2v_output == "mmse" else 1
-            cache = self._inference_cache = (key, CompiledNetwork(net, index))
+                net = self._pn2v_head(fold_batch_norm(self.keras_model), key[-2], key[-1])
+                compiled = CompiledNetwork(net, 0 if pn2v_output == "mmse" else 1)
+            elif c.train_mixed_precision in (None, "float32"):  # fold when tracing; a first small call runs eagerly
+                compiled = CompiledNetwork(lambda: fold_batch_norm(self.keras_model), eager=self.keras_model)
+            else:
+                compiled = CompiledNetwork(fold_batch_norm(self.keras_model))  # float32 copy of a mixed network
+            cache = self._inference_cache = (key, compiled)
         return cache[1]
 
     def _pn2v_head(self, net: keras.Model, mean: float, std: float) -> keras.Model:

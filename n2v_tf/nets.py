@@ -379,7 +379,10 @@ def _float32_config(layer: layers.Layer) -> dict:
 
 def float32_copy(model: keras.Model) -> keras.Model:
     """A copy of ``model`` (same layers, weights and names) whose layers all compute in float32: a mixed-precision
-    network as float32 for prediction and export (float32 inputs, outputs and arithmetic)."""
+    network as float32 for prediction and export (float32 inputs, outputs and arithmetic); ``model`` itself if it
+    computes in float32 already."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
     copy = keras.models.clone_model(model, clone_function=lambda layer: layer.__class__.from_config(
         _float32_config(layer)))
     copy.set_weights(model.get_weights())

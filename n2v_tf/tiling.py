@@ -138,6 +138,11 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()
 
 
+#: A network call on at most this many input pixels, with a shape not seen before, runs eagerly instead of being
+#: traced: tracing costs about as much as predicting a megapixel eagerly, and a shape seen once may never come again.
+EAGER_PIXELS = 2 ** 20
+
+
 class CompiledNetwork:
     """A Keras network as a compiled TensorFlow function for prediction, traced once per input shape.
 
@@ -147,42 +152,60 @@ class CompiledNetwork:
         Channel-last network (inference mode is used).
     output_index : int or None
         Channel of the output to keep (e.g. the MMSE estimate of the PN2V head), or ``None`` for all.
+    eager : keras.Model, optional
+        A network with the same predictions to call eagerly for a first, small call of a new shape (e.g. the trained
+        network before batch-norm folding; building ``network`` is then deferred to the first trace). ``None``:
+        every call is traced.
 
     Notes
     -----
     ``keras.Model.predict`` builds a data adapter and a predict loop on every call, and CSBDeep's tiling calls it per
-    tile; a ``tf.function`` of the network's call costs one trace per input shape (all tiles of an image share one)
-    and then only the computation. Grappler fuses convolution, bias and activation in the traced graph, which eager
-    calls do not.
+    tile; a ``tf.function`` of the network's call costs one trace per input shape (all tiles of an image share one;
+    the batch size is left open) and then only the computation, with convolution, bias and activation fused by
+    Grappler. A shape is traced when it comes a second time or the call is large (:data:`EAGER_PIXELS`); a single
+    small image is predicted eagerly, which is quicker than tracing for it (first-call latency).
     """
 
-    def __init__(self, network, output_index: int | None = None):
+    def __init__(self, network, output_index: int | None = None, eager=None):
         import tensorflow as tf
-        self.network = network
-        self.output_index = output_index
         self._tf = tf
-
-        def call(x):
-            y = network(x, training=False)
-            y = y if output_index is None else y[..., output_index:output_index + 1]
-            return tf.cast(y, tf.float32)
-
-        self._fn = tf.function(call)
+        self._network = network
+        self.output_index = output_index
+        self._eager = eager
+        self._fn = None
         self._concrete: dict[tuple[int, ...], object] = {}
+        self._seen: set[tuple[int, ...]] = set()
+
+    @property
+    def network(self):
+        """The network that is traced (built on first use if it was given as a function)."""
+        if callable(self._network) and not hasattr(self._network, "layers"):
+            self._network = self._network()
+        return self._network
 
     @property
     def n_traces(self) -> int:
-        """Number of input shapes traced so far (one per tile shape; the batch size is left open)."""
+        """Number of input shapes traced so far (one per tile shape)."""
         return len(self._concrete)
 
+    def _select(self, y):
+        y = y if self.output_index is None else y[..., self.output_index:self.output_index + 1]
+        return self._tf.cast(y, self._tf.float32)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        tf = self._tf
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         key = batch.shape[1:]
         fn = self._concrete.get(key)
         if fn is None:
-            fn = self._concrete[key] = self._fn.get_concrete_function(
-                self._tf.TensorSpec((None,) + key, self._tf.float32))
-        return fn(self._tf.constant(batch)).numpy()
+            if self._eager is not None and key not in self._seen and batch.size <= EAGER_PIXELS:
+                self._seen.add(key)
+                return self._select(self._eager(tf.constant(batch), training=False)).numpy()
+            if self._fn is None:
+                network = self.network
+                self._fn = tf.function(lambda x: self._select(network(x, training=False)))
+            fn = self._concrete[key] = self._fn.get_concrete_function(tf.TensorSpec((None,) + key, tf.float32))
+        return fn(tf.constant(batch)).numpy()
 
 
 def _run(net: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, tta: bool, yx: tuple[int, int]) -> np.ndarray:
