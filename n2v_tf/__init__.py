@@ -21,7 +21,8 @@ from .qc import (autocorrelation, plot_before_after, plot_history, plot_orthogon
 _LAZY = {
     "N2V": "models",
     "N2V_DataGenerator": "data", "N2VSequence": "data", "validation_data": "data",
-    "guess_axes": "io", "load_images": "io", "check_images": "io",
+    "guess_axes": "io", "load_images": "io", "check_images": "io", "open_array": "io",
+    "predict_blocks": "large", "predict_dask": "large",
     "n2v_mse": "losses", "n2v_abs": "losses", "loss_mse": "losses", "loss_mae": "losses",
     "build_unet": "nets", "build_n2v_unet": "nets", "build_n2v2_unet": "nets",
     "HistogramNoiseModel": "noise_models", "GaussianMixtureNoiseModel": "noise_models",
@@ -54,7 +55,7 @@ __all__ = [
     "n2v_mse", "n2v_abs", "loss_mse", "loss_mae",
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
     "autocorrelation", "psnr", "ssim", "plot_history", "plot_before_after", "plot_orthogonal", "plot_residual",
-    "qc_report", "guess_axes", "load_images", "check_images",
+    "qc_report", "guess_axes", "load_images", "check_images", "open_array", "predict_blocks", "predict_dask",
     "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
     "HistogramNoiseModel", "GaussianMixtureNoiseModel", "bootstrap_noise_model",
     "export_bioimageio", "import_bioimageio", "validate_bioimageio",

@@ -11,6 +11,8 @@ Examples
     $ n2v-tf train data/noisy/ --axes YX --model-dir models --name my_n2v2 --preset n2v2 --epochs 50
     $ n2v-tf predict data/noisy/*.tif --model-dir models --name my_n2v2 --output denoised/
     $ n2v-tf predict data/noisy/*.tif --model-dir models --name my_n2v2 --output denoised/ --qc denoised/qc.png
+    $ n2v-tf predict scan.tif --model-dir models --name my_n2v2 --output scan_n2v.ome.zarr --block-shape 1024,1024
+    $ n2v-tf predict stack.ome.zarr --model-dir models --name my_n2v2 --output out/ --dask-scheduler tcp://host:8786
     $ n2v-tf demo --outdir n2v_demo
     $ n2v-tf analyze-noise dark_frame.tif --png dark_frame_acf.png
     $ n2v-tf analyze-noise data/noisy/img1.tif --model-dir models --name my_n2v --crop 0:256,0:256
@@ -29,8 +31,10 @@ the MMSE estimate:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -350,18 +354,9 @@ def _output_path(outdir: Path, f: Path) -> Path:
     return outdir / (f.stem + "_n2v.tif")
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-    files = collect_files(args.inputs)
-    model = load_model(args.model_dir, args.name)
+def _pn2v_extra(model, args: argparse.Namespace) -> dict:
+    """The ``pn2v_output`` keyword of ``predict`` for PN2V models (checked; says what is written); {} for N2V."""
     c = model.config
-    spatial = "ZYX" if c.n_dim == 3 else "YX"
-    axes = parse_axes(args.axes) if args.axes else spatial + ("C" if c.n_channel_in > 1 else "")
-    if set(axes) - set("CST") != set(spatial):
-        raise CLIError(f"--axes {axes} does not fit the {c.n_dim}D model '{args.name}': it needs the axes {spatial}, "
-                       "optionally C and one of S/T")
-    if args.n_tiles is not None and min(args.n_tiles) < 1:
-        raise CLIError(f"--n-tiles must be positive integers, got {args.n_tiles}")
     extra = {}
     if c.probabilistic:
         extra["pn2v_output"] = args.pn2v_output or "mmse"
@@ -373,6 +368,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"({c.pn2v_samples} samples per pixel).")
     elif args.pn2v_output is not None:
         raise CLIError(f"--pn2v-output is for PN2V models; '{args.name}' is a plain N2V model")
+    return extra
+
+
+def _check_predict_axes(model, args: argparse.Namespace) -> str:
+    """The axes of in-memory prediction: ``--axes`` (checked against the model) or the model's default."""
+    c = model.config
+    spatial = "ZYX" if c.n_dim == 3 else "YX"
+    axes = parse_axes(args.axes) if args.axes else spatial + ("C" if c.n_channel_in > 1 else "")
+    if set(axes) - set("CST") != set(spatial):
+        raise CLIError(f"--axes {axes} does not fit the {c.n_dim}D model '{args.name}': it needs the axes {spatial}, "
+                       "optionally C and one of S/T")
+    if args.n_tiles is not None and min(args.n_tiles) < 1:
+        raise CLIError(f"--n-tiles must be positive integers, got {args.n_tiles}")
+    return axes
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if _large_mode(args):
+        return cmd_predict_large(args)
+    from tqdm.auto import tqdm
+    files = collect_files(args.inputs)
+    model = load_model(args.model_dir, args.name)
+    axes = _check_predict_axes(model, args)
+    extra = _pn2v_extra(model, args)
     outdir = Path(args.output)
     outputs = [_output_path(outdir, f) for f in files]
     if len(set(outputs)) != len(outputs):
@@ -459,6 +478,360 @@ def qc_images(img: np.ndarray, pred: np.ndarray, axes: str) -> tuple[np.ndarray,
     noisy = np.transpose(np.asarray(img)[tuple(index)], order)
     denoised = np.transpose(np.asarray(pred)[tuple(index)], order)
     return noisy, denoised, f" ({', '.join(note)})" if note else ""
+
+
+# --------------------------------------------------------------------------- prediction of large images (Zarr, Dask)
+
+#: Suffixes of image stores/files that ``predict`` writes block by block (longest first).
+LARGE_SUFFIXES = {".ome.zarr": "ome-zarr", ".zarr": "zarr", ".tiff": "tiff", ".tif": "tiff"}
+#: ``--dask-scheduler`` values that run on this machine (dask's local schedulers).
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+_STEM_SUFFIXES = (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".npy")
+
+
+def _require(module: str):
+    """:func:`n2v_tf.io.require` with its ImportError (which names the pip command) as a one-line CLI error."""
+    from .io import require
+    try:
+        return require(module)
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+
+
+def _output_kind(path: str | Path) -> str | None:
+    """``'ome-zarr'``, ``'zarr'``, ``'tiff'`` for an output named like an image, None for a folder."""
+    name = str(path).rstrip("/\\").lower()
+    return next((k for suffix, k in LARGE_SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def is_zarr(path: str | Path) -> bool:
+    """A Zarr array/group or an OME-Zarr image (a ``*.zarr`` path or a folder with Zarr metadata)."""
+    p = Path(path)
+    if str(path).rstrip("/\\").lower().endswith(".zarr"):
+        return True
+    return p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup", ".zattrs"))
+
+
+def _large_mode(args: argparse.Namespace) -> bool:
+    """Whether ``predict`` runs block-wise/with Dask (see the ``predict`` help)."""
+    return bool(args.blocks or args.block_shape or args.dask_scheduler
+                or _output_kind(args.output) in ("zarr", "ome-zarr") or any(is_zarr(i) for i in args.inputs))
+
+
+def _stem(path: Path) -> str:
+    name = path.name.rstrip("/\\")
+    lower = name.lower()
+    for suffix in _STEM_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return Path(name).stem
+
+
+def _parse_block_shape(text: str | None, n_dim: int) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        block = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise CLIError(f"--block-shape {text!r}: expected {n_dim} comma-separated integers, e.g. "
+                       f"{'1024,1024' if n_dim == 2 else '64,128,128'}") from None
+    if len(block) == 1:
+        block = block * n_dim
+    if len(block) != n_dim or min(block) < 1:
+        raise CLIError(f"--block-shape {text!r}: the {n_dim}D model needs {n_dim} positive sizes (one per spatial "
+                       f"axis {'ZYX' if n_dim == 3 else 'YX'}), e.g. {'1024,1024' if n_dim == 2 else '64,128,128'}")
+    return block
+
+
+def _large_sources(inputs: Sequence[str]) -> list[Path]:
+    """Zarr stores as they are, files/folders/patterns of other inputs expanded (:func:`collect_files`)."""
+    sources: list[Path] = []
+    for item in inputs:
+        if is_zarr(item):
+            if not Path(item).exists():
+                raise CLIError(f"input '{item}' does not exist (no such Zarr store)")
+            sources.append(Path(item))
+        else:
+            sources += collect_files([item])
+    return sources
+
+
+def _open_source(path: Path, axes: str | None, default_axes: str):
+    """``open_array`` of an input: ``--axes``, else the stored axes of a Zarr store, else the model's default axes.
+    Returns ``(array, axes, meta)``."""
+    from .io import open_array
+    tries = [axes] if axes else ([None, default_axes] if is_zarr(path) else [default_axes])
+    for i, a in enumerate(tries):
+        try:
+            return open_array(path, axes=a)
+        except FileNotFoundError as e:
+            raise CLIError(str(e).replace("open_array: ", "")) from None
+        except ImportError as e:
+            raise CLIError(str(e)) from None
+        except ValueError as e:
+            if i == len(tries) - 1:
+                raise CLIError(str(e).replace("open_array: ", "").replace("axes=", "--axes ")) from None
+    raise AssertionError  # pragma: no cover
+
+
+def _source_format(path: Path) -> str:
+    """``'ome-zarr'`` or ``'zarr'`` for a Zarr store (as :func:`n2v_tf.io.open_array` finds it), else ``'file'``."""
+    if not is_zarr(path):
+        return "file"
+    from .io import open_array
+    try:
+        return open_array(path, axes=None)[2]["format"]
+    except ValueError as e:
+        if "cannot determine the axes" in str(e):
+            return "zarr"
+        raise CLIError(str(e).replace("open_array: ", "")) from None
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+
+
+def _large_destinations(args: argparse.Namespace, sources: list[Path]) -> list[Path]:
+    """The output of each input: ``--output`` itself (one input), or OUTDIR/<name>_n2v.{ome.zarr,zarr,tif}."""
+    out = Path(args.output)
+    if _output_kind(args.output) is not None:
+        if len(sources) != 1:
+            raise CLIError(f"--output '{out}' names one image, but {len(sources)} inputs were given: give an output "
+                           "folder (one <name>_n2v output per input)")
+        return [out]
+    ext = {"ome-zarr": ".ome.zarr", "zarr": ".zarr"}
+    dests = [out / (_stem(s) + "_n2v" + ext.get(_source_format(s), ".tif")) for s in sources]
+    if len(set(dests)) != len(dests):
+        dup = next(d for d in dests if dests.count(d) > 1)
+        raise CLIError(f"several inputs would be written to '{dup}': give inputs with different names")
+    return dests
+
+
+def _dask_client(address: str):
+    """``None`` for a local scheduler, else a ``distributed.Client`` connected to ``address``."""
+    if address in LOCAL_SCHEDULERS:
+        _require("dask")
+        return None
+    distributed = _require("distributed")
+    try:
+        if address.lower().endswith(".json"):
+            if not Path(address).is_file():
+                raise CLIError(f"--dask-scheduler {address}: no such scheduler file")
+            return distributed.Client(scheduler_file=address, timeout="10s")
+        return distributed.Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise CLIError(f"--dask-scheduler {address}: cannot connect to the Dask scheduler ({e}); give 'threads', "
+                       "'processes' or the address of a running dask.distributed scheduler, e.g. tcp://HOST:8786"
+                       ) from None
+
+
+def _dask_compute(obj, scheduler: str, client):
+    """Compute a Dask collection on a local scheduler (progress bar on stderr) or a distributed client."""
+    import dask
+    if client is None:
+        from dask.diagnostics import ProgressBar
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(obj, scheduler=scheduler)[0]
+    from distributed import progress
+    future = client.compute(obj)
+    progress(future)
+    return future.result()
+
+
+def _regular_chunks(arr):
+    """``arr`` rechunked, if needed, to the equal chunks (the last may be smaller) that a Zarr array has."""
+    size = tuple(max(c) for c in arr.chunks)
+    if all(all(x == s for x in c[:-1]) and c[-1] <= s for c, s in zip(arr.chunks, size)):
+        return arr
+    return arr.rechunk(size)
+
+
+def _dask_to_zarr(model, folder: Path, source: Path, dest: Path, axes_arg: str | None, default_axes: str,
+                  block, args: argparse.Namespace, scheduler: str, client) -> tuple[int, ...]:
+    """``predict_dask`` of one input, stored to a Zarr/OME-Zarr ``dest`` (``<dest>.partial`` renamed when done)."""
+    import shutil
+
+    from .large import BlockLayout, _default_block, _FileArray, _ngff_metadata, predict_dask
+    da = _require("dask.array")
+    zarr = _require("zarr")
+    arr, axes, meta = _open_source(source, axes_arg, default_axes)
+    kind = _output_kind(dest)
+    try:
+        layout = BlockLayout(model.config, arr.shape, axes, str(source))
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    partial = dest.with_name(dest.name + ".partial")
+    if dest.exists() and not args.overwrite:
+        raise CLIError(f"output '{dest}' exists: pass --overwrite to replace it, or choose another --output")
+    if partial.exists() and not args.overwrite:
+        raise CLIError(f"'{partial}' is left from an interrupted run: pass --overwrite to start over (a block-wise run "
+                       "without --dask-scheduler resumes its own interrupted runs)")
+    block = block or _default_block(model.config.n_dim)
+    chunks = tuple(1 if a in layout.samples else -1 if a == "C" else min(block[layout.spatial.index(a)], n)
+                   for a, n in zip(layout.axes, layout.shape))
+    if is_zarr(source):
+        src = da.from_zarr(arr.base, chunks=chunks)  # the stored Zarr array (picklable: workers read it themselves)
+    else:
+        src = da.from_array(_FileArray(source, axes), chunks=chunks, meta=np.empty((0,) * len(arr.shape), arr.dtype))
+    try:
+        out = _regular_chunks(predict_dask(folder, src, axes, tta=args.tta, dtype=args.dtype))
+    except ValueError as e:
+        raise CLIError(f"'{source}': {e}") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if partial.exists():
+        shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+    zchunks = tuple(c[0] for c in out.chunks)
+    if kind == "ome-zarr":
+        group = zarr.open_group(str(partial), mode="w", zarr_format=2)
+        group.attrs.update(_ngff_metadata(layout, meta))
+        target = group.create_array("0", shape=out.shape, chunks=zchunks, dtype=out.dtype, fill_value=0)
+    else:
+        target = zarr.open_array(str(partial), mode="w", shape=out.shape, chunks=zchunks, dtype=out.dtype,
+                                 fill_value=0, zarr_format=2)
+    _dask_compute(da.store(out, target, lock=False, compute=False), scheduler, client)
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    partial.rename(dest)
+    return arr.shape
+
+
+_WORKER_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(model_dir: str, name: str, pid: int):
+    return load_model(model_dir, name)
+
+
+def _dask_predict_file(model_dir: str, name: str, f: str, out: str, axes: str, options: dict,
+                       extra: dict) -> str | None:
+    """A Dask task: predict one file in memory and write it (the model loaded once per worker process); returns
+    the error message of an unfitting file, None on success."""
+    import os
+    try:
+        with _WORKER_LOCK:
+            model = _worker_model(model_dir, name, os.getpid())
+        _predict_file(model, Path(f), Path(out), axes, argparse.Namespace(**options), extra)
+    except CLIError as e:
+        return str(e)
+    return None
+
+
+def _dask_files(args: argparse.Namespace, model, sources: list[Path], dests: list[Path], scheduler: str,
+                client) -> int:
+    """Distribute TIFF (or other image) files over the Dask workers: one in-memory prediction per file."""
+    import dask
+    bad = [s for s in sources if is_zarr(s)]
+    if bad:
+        raise CLIError(f"--dask-scheduler with Zarr input '{bad[0]}': write a Zarr/OME-Zarr output (--output "
+                       "OUT.zarr or OUT.ome.zarr)")
+    axes = _check_predict_axes(model, args)
+    extra = _pn2v_extra(model, args)
+    folder = Path(args.model_dir).resolve()
+    options = {"n_tiles": args.n_tiles, "tta": args.tta, "dtype": args.dtype}
+    for d in dests:
+        d.parent.mkdir(parents=True, exist_ok=True)
+    tasks = [dask.delayed(_dask_predict_file, pure=False)(str(folder), args.name, str(s.resolve()),
+                                                          str(d.resolve()), axes, options, extra)
+             for s, d in zip(sources, dests)]
+    errors = [(s, e) for s, e in zip(sources, _dask_compute(tasks, scheduler, client)) if e is not None]
+    if errors and not args.skip_bad:
+        more = f" ({len(errors) - 1} more file(s) failed)" if len(errors) > 1 else ""
+        raise CLIError(f"{errors[0][1]}{more}; {len(sources) - len(errors)} file(s) were written")
+    for s, e in errors:
+        print(f"{PROG} predict: skipped: {e}", file=sys.stderr)
+    where = dests[0].parent if _output_kind(args.output) is None else dests[0]
+    print(f"Wrote {len(sources) - len(errors)} denoised image(s) to '{where}'"
+          + (f"; skipped {len(errors)} file(s): {', '.join(str(s) for s, _ in errors)}." if errors else "."))
+    return 1 if errors else 0
+
+
+def cmd_predict_large(args: argparse.Namespace) -> int:
+    """``predict`` block by block (:func:`n2v_tf.large.predict_blocks`) or with Dask (``--dask-scheduler``).
+
+    With ``--dask-scheduler``, inputs written to Zarr/OME-Zarr are computed chunk by chunk on the workers
+    (:func:`n2v_tf.large.predict_dask`); inputs written to TIFF are distributed file by file (each predicted in memory
+    by one worker, as without Dask).
+    """
+    model = load_model(args.model_dir, args.name)
+    c = model.config
+    block = _parse_block_shape(args.block_shape, c.n_dim)
+    spatial = "ZYX" if c.n_dim == 3 else "YX"
+    default_axes = spatial + ("C" if c.n_channel_in > 1 else "")
+    axes_arg = parse_axes(args.axes) if args.axes else None
+    sources = _large_sources(args.inputs)
+    dests = _large_destinations(args, sources)
+    per_file = [bool(args.dask_scheduler) and _output_kind(d) == "tiff" for d in dests]
+    if args.qc is not None:
+        raise CLIError("--qc is for in-memory prediction of TIFF/PNG files to an output folder (without --blocks, "
+                       "--dask-scheduler or Zarr); run it on a crop of the image")
+    if args.n_tiles is not None and not all(per_file):
+        raise CLIError("--n-tiles is for in-memory prediction of TIFF/PNG files; block-wise and Zarr prediction "
+                       "choose their tiles themselves (--block-shape)")
+    if c.probabilistic and args.pn2v_output == "prior_mean" and not all(per_file):
+        raise CLIError("--pn2v-output prior_mean: block-wise and Zarr prediction write the MMSE estimate; predict "
+                       "TIFF files to an output folder (without --blocks) for the prior mean")
+    jobs = [(s, d) for s, d, f in zip(sources, dests, per_file) if not f]
+    files = [(s, d) for s, d, f in zip(sources, dests, per_file) if f]
+    rc = 0
+    if not args.dask_scheduler:
+        return _predict_blocks_all(args, model, jobs, axes_arg, default_axes, block)
+    client = _dask_client(args.dask_scheduler)
+    scheduler = args.dask_scheduler if client is None else "distributed"
+    try:
+        if client is not None:
+            print(f"Dask: connected to {client.scheduler.address} ({len(client.scheduler_info()['workers'])} "
+                  f"worker(s)); dashboard {client.dashboard_link}")
+        if files:
+            rc = _dask_files(args, model, [s for s, _ in files], [d for _, d in files], scheduler, client)
+        if jobs:
+            _pn2v_extra(model, args)
+            folder = Path(args.model_dir).resolve() / args.name
+            for s, d in jobs:
+                t0 = time.perf_counter()
+                shape = _dask_to_zarr(model, folder, s, d, axes_arg, default_axes, block, args, scheduler, client)
+                _report_written(s, d, shape, time.perf_counter() - t0)
+    finally:
+        if client is not None:
+            client.close()
+    return rc
+
+
+def _predict_blocks_all(args: argparse.Namespace, model, jobs: list[tuple[Path, Path]], axes_arg: str | None,
+                        default_axes: str, block) -> int:
+    """:func:`n2v_tf.large.predict_blocks` of each ``(source, destination)``."""
+    from .large import predict_blocks
+    _pn2v_extra(model, args)
+    skipped = []
+    for s, d in jobs:
+        t0 = time.perf_counter()
+        try:
+            arr, axes, _ = _open_source(s, axes_arg, default_axes)
+            d.parent.mkdir(parents=True, exist_ok=True)
+            predict_blocks(model, s, d, axes, block_shape=block, tta=args.tta, dtype=args.dtype,
+                           overwrite=args.overwrite, progress=True)
+        except KeyboardInterrupt:
+            print(f"{PROG} predict: interrupted; the finished blocks are kept in '{d}.partial': run the same command "
+                  "again to resume", file=sys.stderr)
+            raise
+        except FileExistsError as e:
+            raise CLIError(str(e).replace("pass overwrite=True (CLI: --overwrite)", "pass --overwrite")
+                           .replace("overwrite=True", "--overwrite")) from None
+        except (CLIError, ValueError, ImportError, OSError) as e:
+            if not args.skip_bad or isinstance(e, (OSError, ImportError)):
+                raise CLIError(str(e)) from None
+            skipped.append(s)
+            print(f"{PROG} predict: skipped: {e}", file=sys.stderr)
+            continue
+        _report_written(s, d, arr.shape, time.perf_counter() - t0)
+    if skipped:
+        print(f"Skipped {len(skipped)} input(s): {', '.join(str(s) for s in skipped)}.")
+        return 1
+    return 0
+
+
+def _report_written(source: Path, dest: Path, shape: Sequence[int], seconds: float) -> None:
+    rate = np.prod(shape) / 1e6 / max(seconds, 1e-9)
+    print(f"Wrote '{dest}' (shape {tuple(int(n) for n in shape)}) from '{source}' in {seconds:.1f} s "
+          f"({rate:.2f} Mpx/s).")
 
 
 # --------------------------------------------------------------------------- demo
@@ -1092,13 +1465,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", formatter_class=fmt, help="denoise images with a trained model",
                        description="Denoise images with a trained model; writes one float32 TIFF per input "
-                                   "(OUTDIR/<name>_n2v.tif).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF/PNG files or folders")
+                                   "(OUTDIR/<name>_n2v.tif). Images larger than memory are predicted block by "
+                                   "block (and resumed after an interruption by running the same command again) "
+                                   "when --output ends in .zarr or .ome.zarr, when an input is a Zarr/OME-Zarr "
+                                   "store, or with --blocks/--block-shape (then a .tif/.tiff --output is one BigTIFF "
+                                   "file); --dask-scheduler predicts with Dask on local threads/processes or a "
+                                   "dask.distributed cluster. Zarr and Dask need pip install \"n2v_tf[large]\".")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF/PNG files or folders, or Zarr/OME-Zarr stores")
     p.add_argument("--model-dir", required=True, help="folder that holds the model folder")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, ZYX, YXC, TYX (default: the model's "
                                                 "spatial axes, plus C for multi-channel models)")
-    p.add_argument("--output", required=True, metavar="OUTDIR", help="output folder (created if needed)")
+    p.add_argument("--output", required=True, metavar="OUTDIR",
+                   help="output folder (created if needed), or for one input the output image: OUT.zarr, "
+                        "OUT.ome.zarr (OME-Zarr with the input's axes and pixel sizes) or, with --blocks, OUT.tif")
     p.add_argument("--n-tiles", type=int, nargs="+", metavar="N", default=None,
                    help="tiles per image axis (one number per letter of --axes, 1 for C/S/T), for large images")
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (test-time augmentation)")
@@ -1114,6 +1494,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pn2v-output", choices=("mmse", "prior_mean"), default=None,
                    help="PN2V models: the MMSE estimate (default; uses the noise model saved with the model) or the "
                         "mean of the predicted signal samples")
+    p.add_argument("--blocks", action="store_true",
+                   help="predict block by block from the file on disk (memory bounded by the block, not the image) "
+                        "and write a BigTIFF (OUTDIR/<name>_n2v.tif, or --output OUT.tif) or Zarr; implied by a "
+                        ".zarr/.ome.zarr --output, a Zarr input or --block-shape")
+    p.add_argument("--block-shape", default=None, metavar="N,N[,N]",
+                   help="block-wise prediction: block size per spatial axis of the model, comma-separated (default "
+                        "1024,1024 in 2D, 64,128,128 in 3D); also the chunks of a Zarr output and of --dask-scheduler")
+    p.add_argument("--overwrite", action="store_true",
+                   help="block-wise/Dask prediction: replace an existing output (or the interrupted run of another "
+                        "job); without it an existing output is refused, and an interrupted run of the same command "
+                        "is resumed")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="predict with Dask: 'threads' or 'processes' (this machine), or the address of a "
+                        "dask.distributed scheduler (tcp://HOST:8786, or a scheduler JSON file). A .zarr/.ome.zarr "
+                        "--output is computed chunk by chunk on the workers; TIFF inputs with an output folder are "
+                        "distributed file by file. Model folder, inputs and output must be reachable from the workers")
     p.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", formatter_class=fmt, help="train N2V2 on the shipped demo image and report PSNR",

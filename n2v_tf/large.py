@@ -145,6 +145,32 @@ def _source(source: Any, axes: str | None) -> tuple[Any, str, dict]:
     return source, axes, {}
 
 
+class _FileArray:
+    """An image file opened lazily for a Dask graph: it pickles as its path and axes and is reopened with
+    :func:`n2v_tf.io.open_array` in each process that reads it. (A memory-mapped TIFF would pickle all its pixels,
+    tifffile's Zarr store of a compressed TIFF not at all.) Slicing returns a NumPy array of the region."""
+
+    def __init__(self, path: str | os.PathLike, axes: str | None = None):
+        self.path, self.axes, self._array = str(path), axes, None
+        array = self._open()
+        self.shape, self.dtype, self.ndim = tuple(int(s) for s in array.shape), np.dtype(array.dtype), len(array.shape)
+
+    def _open(self):
+        if self._array is None:
+            self._array = open_array(self.path, axes=self.axes)[0]
+        return self._array
+
+    def __getitem__(self, key):
+        return np.asarray(self._open()[key])
+
+    def __getstate__(self):
+        return {"path": self.path, "axes": self.axes, "shape": self.shape, "dtype": self.dtype.str}
+
+    def __setstate__(self, state):
+        self.path, self.axes, self._array = state["path"], state["axes"], None
+        self.shape, self.dtype, self.ndim = tuple(state["shape"]), np.dtype(state["dtype"]), len(state["shape"])
+
+
 def _default_block(n_dim: int) -> tuple[int, ...]:
     return (1024, 1024) if n_dim == 2 else (64, 128, 128)
 
@@ -369,7 +395,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     image is padded virtually exactly as ``predict`` pads it.
     """
     from .nets import receptive_field_radius
-    from .tiling import BATCH_PIXELS, predict_tiles
+    from .tiling import predict_tiles
     model = _load_model(model)
     c = model.config
     name = str(source) if isinstance(source, (str, os.PathLike)) else "source"
@@ -423,7 +449,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
                     bar.update(len(cores))
 
             predict_tiles(lambda region, get=get: layout.read_padded(get, region), put, layout.padded, block,
-                          overlap, layout.div, net, tta=tta, batch_pixels=batch_pixels or BATCH_PIXELS,
+                          overlap, layout.div, net, tta=tta, batch_pixels=batch_pixels,
                           skip=(lambda core, key=key: key(core) in done) if done else None, offsets=offsets,
                           done=finished)
     except OSError as e:

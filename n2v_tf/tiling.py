@@ -139,8 +139,10 @@ def weights_fingerprint(model) -> str:
 
 
 #: A network call on at most this many input pixels, with a shape not seen before, runs eagerly instead of being
-#: traced: tracing costs about as much as predicting a megapixel eagerly, and a shape seen once may never come again.
-EAGER_PIXELS = 2 ** 20
+#: traced: tracing (about 0.2 s) costs more than the eager call of a small image, and a shape seen once may never
+#: come again. Kept small because an eager call holds every feature map of the U-Net until it returns (about 4 GB
+#: for a 1024 x 1024 image with 32 filters; a traced call frees them as it goes: 1.7 GB).
+EAGER_PIXELS = 2 ** 18
 
 
 class CompiledNetwork:
@@ -223,7 +225,7 @@ def _run(net: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, tta: bool, 
 
 def predict_tiles(read: Callable[[tuple[slice, ...]], np.ndarray], write: Callable[[tuple[slice, ...], np.ndarray], None],
                   shape: Sequence[int], cores: Sequence[int], overlap: int, div_by: int,
-                  net: Callable[[np.ndarray], np.ndarray], tta: bool = False, batch_pixels: int = BATCH_PIXELS,
+                  net: Callable[[np.ndarray], np.ndarray], tta: bool = False, batch_pixels: int | None = None,
                   skip: Callable[[tuple[slice, ...]], bool] | None = None,
                   progress: Callable[[Iterable], Iterable] | None = None, offsets: Sequence[int] | None = None,
                   done: Callable[[list[tuple[slice, ...]]], None] | None = None) -> int:
@@ -247,8 +249,8 @@ def predict_tiles(read: Callable[[tuple[slice, ...]], np.ndarray], write: Callab
         ``net(batch) -> batch`` of predictions, e.g. a :class:`CompiledNetwork`.
     tta : bool
         Average each tile over the 8 rotations/flips of its YX plane.
-    batch_pixels : int
-        Input pixels per network call (tiles are batched up to this).
+    batch_pixels : int, optional
+        Input pixels per network call (tiles are batched up to this; default :data:`BATCH_PIXELS`).
     skip : callable, optional
         ``skip(core_slices) -> bool``: cores to leave out (already written by an earlier, interrupted run).
     progress : callable, optional
@@ -271,7 +273,7 @@ def predict_tiles(read: Callable[[tuple[slice, ...]], np.ndarray], write: Callab
     n_dim = len(shape)
     yx = (n_dim - 1, n_dim)  # in (B, *spatial, C)
     tile_pixels = int(np.prod([s.stop - s.start for s in grid[0][0]])) * (8 if tta else 1)
-    groups = list(batched(grid, tile_pixels, batch_pixels))
+    groups = list(batched(grid, tile_pixels, BATCH_PIXELS if batch_pixels is None else batch_pixels))
     for group in (progress(groups) if progress is not None else groups):
         pred = _run(net, np.stack([read(tile) for tile, _, _ in group]), tta, yx)
         for (_, core, inner), p in zip(group, pred):
