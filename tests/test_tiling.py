@@ -91,7 +91,8 @@ def test_engine_tiled_equals_untiled_and_traces_once(n_dim, tta):
 
 
 @pytest.mark.parametrize("n_dim", (2, 3))
-def test_model_predict_tiled_equals_untiled_and_reuses_the_compiled_network(tmp_path, n_dim):
+def test_model_predict_tiled_equals_untiled_and_reuses_the_compiled_network(tmp_path, n_dim, monkeypatch):
+    monkeypatch.setattr("n2v_tf.tiling.EAGER_PIXELS", 2 ** 22)  # every first call of this test's shapes is "small"
     rng = np.random.default_rng(2)
     X = rng.normal(size=(2,) + (16,) * n_dim + (1,)).astype(np.float32) * 10 + 100
     depth = 2 if n_dim == 2 else 1  # a 3D image small enough for a test, still cut into several tiles
@@ -115,6 +116,9 @@ def test_model_predict_tiled_equals_untiled_and_reuses_the_compiled_network(tmp_
     model.predict(img, axes)
     model.predict(img, axes, n_tiles=tiles)
     assert model._inference_cache[1] is compiled and compiled.n_traces == 2, "each shape traced once"
+    monkeypatch.setattr("n2v_tf.tiling.EAGER_PIXELS", 0)  # a large first call is traced at once
+    model.predict(img[:-4], axes)
+    assert compiled.n_traces == 3
     (mean,), (std,) = config.normalization()
     ref = model.keras_model.predict(np.pad(
         (img - mean) / std, [(p // 2, p - p // 2) for p in (-np.array(img.shape) % 2 ** depth)],
