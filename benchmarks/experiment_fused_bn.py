@@ -1,5 +1,5 @@
 """One-off check (issue 13): does training batch norm with TensorFlow's fused kernel (``nets.use_fused_batch_norm``,
-the default since 2026-12-02) change the quality? The *fluo* protocol (quality_data.py), N2V uniform_withCP, the
+``N2VConfig(train_fused_batch_norm=True)``) change the quality? The *fluo* protocol (quality_data.py), N2V uniform_withCP, the
 same initial weights and batches per seed, fused vs Keras' own batch-norm ops.
 
 Usage: nice -n 10 /work/venv/bin/python benchmarks/experiment_fused_bn.py [--steps 300] [--seeds 0 1]
@@ -30,12 +30,10 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         init = None
         for fused in (True, False):
-            config = N2VConfig(ds["X_train"], **qd.n2v_config_kwargs("uniform_withCP", max(1, args.steps // 50), 50))
+            config = N2VConfig(ds["X_train"], **qd.n2v_config_kwargs("uniform_withCP", max(1, args.steps // 50), 50),
+                               train_fused_batch_norm=fused)
             keras.utils.set_random_seed(seed)
             model = N2V(config, "fused_bn", basedir=None)
-            if not fused:  # back to Keras' BatchNormalization.call (the instance attribute shadows it)
-                for layer in model.keras_model.layers:
-                    layer.__dict__.pop("call", None)
             init = model.keras_model.get_weights() if init is None else init
             model.keras_model.set_weights(init)
             model.train(ds["X_train"], ds["X_val"], verbose=0, seed=seed)

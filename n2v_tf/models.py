@@ -239,7 +239,8 @@ class N2V(CARE):
                           n_out_per_channel=c.pn2v_samples if c.probabilistic else 1,
                           wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum),
                           dtype_policy=getattr(c, "train_mixed_precision", None))
-        use_fused_batch_norm(net)  # faster training, same layers and weights (see nets.use_fused_batch_norm)
+        if c.train_fused_batch_norm:  # faster training, same layers and weights (see nets.use_fused_batch_norm)
+            use_fused_batch_norm(net)
         return net
 
     def _find_and_load_weights(self, prefer: str = "best") -> None:

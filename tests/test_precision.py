@@ -106,6 +106,18 @@ def test_mixed_float16_uses_loss_scaling_and_saved_model_loads_without_n2v_tf(tm
     assert json.loads(out) == ["float32", "float32", False]
 
 
+def test_fused_batch_norm_is_opt_in():
+    X = np.random.default_rng(3).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    for fused in (False, True):
+        config = N2VConfig(X, unet_n_depth=1, unet_n_first=4, n2v_patch_shape=(16, 16), train_fused_batch_norm=fused)
+        layers = [la for la in N2V(config, "m", basedir=None).keras_model.layers
+                  if isinstance(la, keras.layers.BatchNormalization)]
+        assert layers and all(("call" in la.__dict__) is fused for la in layers)
+    assert N2VConfig.update_loaded_config({"n_dim": 2})["train_fused_batch_norm"] is False
+    with pytest.raises(ValueError, match="train_fused_batch_norm"):
+        N2VConfig(X, train_fused_batch_norm="yes").validate()
+
+
 def test_mixed_precision_config_is_checked_and_old_configs_get_float32():
     X = np.zeros((1, 16, 16, 1), np.float32)
     with pytest.raises(ValueError, match="train_mixed_precision"):
