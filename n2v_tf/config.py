@@ -195,9 +195,9 @@ class N2VConfig(argparse.Namespace):
         with loss scaling). Default ``None``: float32. Prediction and exported models are float32 either way.
     train_fused_batch_norm : bool
         Train batch normalisation with TensorFlow's fused kernel (about 30 % faster steps on a CPU; same layers and
-        weights, see :func:`n2v_tf.nets.use_fused_batch_norm`). Default ``False``: on the *fluo* quality protocol it
-        scored lower in 3 of 3 seeds (mean -0.34 dB, ``benchmarks/experiment_fused_bn.py``), which is not explained
-        yet.
+        weights, see :func:`n2v_tf.nets.use_fused_batch_norm`). Default ``False`` until a multi-seed quality run
+        decides: in a paired check on *fluo* (``benchmarks/experiment_fused_bn.py``, 4 seeds) it scored -0.44,
+        -0.51, -0.07 and +0.24 dB against Keras' own batch-norm ops (mean -0.20 dB).
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
     probabilistic : bool
