@@ -45,10 +45,9 @@ def main(argv=None) -> None:
         for policy in policies:
             kw = qd.n2v_config_kwargs("uniform_withCP", epochs, args.steps_per_epoch)
             config = N2VConfig(ds["X_train"], **kw, train_mixed_precision=policy)
+            keras.utils.set_random_seed(seed)
             model = N2V(config, f"precision_{policy}_{seed}", basedir=None)
             if init is None:
-                keras.utils.set_random_seed(seed)
-                model = N2V(config, f"precision_{policy}_{seed}", basedir=None)
                 init = model.keras_model.get_weights()
             model.keras_model.set_weights(init)
             stamps = []

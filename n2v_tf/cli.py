@@ -530,16 +530,17 @@ def _stem(path: Path) -> str:
 def _parse_block_shape(text: str | None, n_dim: int) -> tuple[int, ...] | None:
     if text is None:
         return None
+    from .large import _default_block
+    example = ",".join(str(b) for b in _default_block(n_dim))
     try:
         block = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
-        raise CLIError(f"--block-shape {text!r}: expected {n_dim} comma-separated integers, e.g. "
-                       f"{'1024,1024' if n_dim == 2 else '64,128,128'}") from None
+        raise CLIError(f"--block-shape {text!r}: expected {n_dim} comma-separated integers, e.g. {example}") from None
     if len(block) == 1:
         block = block * n_dim
     if len(block) != n_dim or min(block) < 1:
         raise CLIError(f"--block-shape {text!r}: the {n_dim}D model needs {n_dim} positive sizes (one per spatial "
-                       f"axis {'ZYX' if n_dim == 3 else 'YX'}), e.g. {'1024,1024' if n_dim == 2 else '64,128,128'}")
+                       f"axis {'ZYX' if n_dim == 3 else 'YX'}), e.g. {example}")
     return block
 
 

@@ -488,7 +488,7 @@ def _cached_network(folder: str, pid: int):
 def _dask_block(block: np.ndarray, *, folder: str, axes: str, shape: tuple, chunks: tuple, depth: dict,
                 tta: bool, out_dtype: str, block_info=None) -> np.ndarray:
     """Predict one Dask chunk from the chunk plus its halo (``block``), as ``predict`` would in the whole image."""
-    from .tiling import _run
+    from .tiling import predict_batch
     model, net = _worker_network(folder)
     layout = BlockLayout(model.config, shape, axes)
     location = block_info[0]["chunk-location"]
@@ -513,7 +513,7 @@ def _dask_block(block: np.ndarray, *, folder: str, axes: str, shape: tuple, chun
             local_spatial = [slice(s.start - origin[k], s.stop - origin[k]) for s, k in zip(spatial, spatial_dims)]
             return layout.to_net(block[layout.index(sample, local_spatial)])
 
-        pred = _run(net, layout.read_padded(get, region)[np.newaxis], tta, yx)[0]
+        pred = predict_batch(net, layout.read_padded(get, region)[np.newaxis], tta, yx)[0]
         inner = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
         _, values = layout.crop(tuple(core), pred[inner])  # cores lie inside the image: nothing is cropped
         out[layout.index(local, [slice(None)] * len(spatial_dims))] = layout.from_net(_cast(values, out.dtype))

@@ -210,7 +210,10 @@ class CompiledNetwork:
         return fn(tf.constant(batch)).numpy()
 
 
-def _run(net: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, tta: bool, yx: tuple[int, int]) -> np.ndarray:
+def predict_batch(net: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, tta: bool, yx: tuple[int, int]
+                  ) -> np.ndarray:
+    """``net(batch)``, or with ``tta`` its average over the 8 rotations/flips of the YX axes ``yx`` of the batch (the
+    transforms of one shape are predicted together)."""
     if not tta:
         return net(batch)
     augs = tta_forward(batch, yx_axes=yx)
@@ -275,7 +278,7 @@ def predict_tiles(read: Callable[[tuple[slice, ...]], np.ndarray], write: Callab
     tile_pixels = int(np.prod([s.stop - s.start for s in grid[0][0]])) * (8 if tta else 1)
     groups = list(batched(grid, tile_pixels, BATCH_PIXELS if batch_pixels is None else batch_pixels))
     for group in (progress(groups) if progress is not None else groups):
-        pred = _run(net, np.stack([read(tile) for tile, _, _ in group]), tta, yx)
+        pred = predict_batch(net, np.stack([read(tile) for tile, _, _ in group]), tta, yx)
         for (_, core, inner), p in zip(group, pred):
             write(core, p[inner])
         if done is not None:

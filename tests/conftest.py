@@ -22,6 +22,14 @@ def smooth_image(shape, seed=0, sigma=30.0):
     return clean.astype(np.float32), noisy.astype(np.float32)
 
 
+def random_batch_norm(net, rng):
+    """Give every batch-norm layer of ``net`` statistics and scales that matter (untrained ones are the identity)."""
+    for layer in net.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(0.5, 2, n)])
+
+
 def tiny_config(X, **kwargs):
     from n2v_tf import N2VConfig
     n_dim = (X.ndim - 2) if isinstance(X, np.ndarray) else (X[0].ndim - 1)

@@ -11,6 +11,7 @@ da = pytest.importorskip("dask.array")
 
 from n2v_tf import N2V, N2VConfig
 from n2v_tf.cli import main
+from conftest import random_batch_norm
 
 
 def _model(tmp_path, seed=0):
@@ -19,10 +20,7 @@ def _model(tmp_path, seed=0):
     X = (rng.normal(size=(2, 16, 16, 1)) * 10 + 100).astype(np.float32)
     config = N2VConfig(X, unet_n_depth=2, unet_n_first=4, unet_kern_size=3, n2v_patch_shape=(16, 16))
     model = N2V(config, "m", basedir=str(tmp_path / "models"))
-    for layer in model.keras_model.layers:
-        if layer.__class__.__name__ == "BatchNormalization":
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(.5, 2, n)])
+    random_batch_norm(model.keras_model, rng)
     model.keras_model.save_weights(str(tmp_path / "models" / "m" / "weights_best.h5"))
     return model
 

@@ -12,6 +12,7 @@ da = pytest.importorskip("dask.array")
 
 from n2v_tf import N2V, N2VConfig  # noqa: E402
 from n2v_tf import large  # noqa: E402
+from conftest import random_batch_norm  # noqa: E402
 from n2v_tf.large import predict_blocks, predict_dask  # noqa: E402
 
 
@@ -21,10 +22,7 @@ def _model(tmp_path, n_dim=2, n_channel=1, seed=0):
     config = N2VConfig(X, unet_n_depth=2 if n_dim == 2 else 1, unet_n_first=4, unet_kern_size=3,
                        n2v_patch_shape=(16,) * n_dim)
     model = N2V(config, "m", basedir=str(tmp_path))
-    for layer in model.keras_model.layers:  # batch-norm statistics that matter
-        if layer.__class__.__name__ == "BatchNormalization":
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(.5, 2, n)])
+    random_batch_norm(model.keras_model, rng)
     model.keras_model.save_weights(str(tmp_path / "m" / "weights_best.h5"))
     return model
 

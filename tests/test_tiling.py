@@ -6,6 +6,7 @@ import pytest
 from n2v_tf import N2V, N2VConfig
 from n2v_tf.nets import build_unet, fold_batch_norm, receptive_field_radius
 from n2v_tf.tiling import CompiledNetwork, axis_tiles, predict_tiles, tile_grid
+from conftest import random_batch_norm
 
 
 @pytest.mark.parametrize("length,core,overlap,div,offset", [(64, 16, 5, 4, 0), (96, 32, 13, 8, 0), (40, 8, 3, 4, 0),
@@ -32,19 +33,12 @@ def test_axis_tiles_rejects_unaligned_lengths():
         axis_tiles(30, 8, 2, 4)
 
 
-def _random_bn(net, rng):
-    for layer in net.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(0.5, 2, n)])
-
-
 @pytest.mark.parametrize("n_dim", (2, 3))
 @pytest.mark.parametrize("blurpool", (False, True))
 def test_fold_batch_norm_predicts_the_same_with_builtin_layers(n_dim, blurpool):
     rng = np.random.default_rng(0)
     net = build_unet(n_dim, 1, 2, 3, 4, batch_norm=True, blurpool=blurpool, skip_skipone=blurpool)
-    _random_bn(net, rng)
+    random_batch_norm(net, rng)
     folded = fold_batch_norm(net)
     assert not any(isinstance(la, keras.layers.BatchNormalization) for la in folded.layers)
     assert all(type(la).__module__.startswith("keras.") for la in folded.layers)
@@ -59,7 +53,7 @@ def test_fold_batch_norm_predicts_the_same_with_builtin_layers(n_dim, blurpool):
 def test_engine_tiled_equals_untiled_and_traces_once(n_dim, tta):
     rng = np.random.default_rng(1)
     net = build_unet(n_dim, 1, 1, 3, 4, batch_norm=True, blurpool=True, skip_skipone=True)
-    _random_bn(net, rng)
+    random_batch_norm(net, rng)
     shape = (48, 40, 56)[-n_dim:] if n_dim == 3 else (72, 88)
     img = rng.normal(size=shape + (1,)).astype(np.float32)
     r = receptive_field_radius(1, 3, True)
@@ -100,7 +94,7 @@ def test_model_predict_tiled_equals_untiled_and_reuses_the_compiled_network(tmp_
                        n2v_patch_shape=(16,) * n_dim,
                        train_epochs=1, train_steps_per_epoch=1)
     model = N2V(config, "m", basedir=None)
-    _random_bn(model.keras_model, rng)
+    random_batch_norm(model.keras_model, rng)
     img = (rng.normal(size=(34, 50, 45) if n_dim == 3 else (102, 74)) * 10 + 100).astype(np.float32)
     axes = "ZYX" if n_dim == 3 else "YX"
     whole = model.predict(img, axes)
