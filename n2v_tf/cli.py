@@ -47,13 +47,10 @@ __all__ = ["main", "build_parser"]
 PROG = "n2v-tf"
 #: Default training patch shapes (clipped to the image size).
 DEFAULT_PATCH = {2: (64, 64), 3: (32, 64, 64)}
-#: Architecture and masking of the presets (on top of the N2VConfig defaults).
-#: The CLI trains with the masked MSE (the library default ``train_loss`` is n2v's ``'mae'``).
-PRESETS = {
-    "n2v": dict(n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False, skip_skipone=False,
-                train_loss="mse"),
-    "n2v2": dict(n2v_manipulator="median", unet_residual=False, blurpool=True, skip_skipone=True, train_loss="mse"),
-}
+#: The presets of ``--preset`` (:data:`n2v_tf.config.PRESETS`): the recommended network and training for N2V and
+#: N2V2, and n2v 0.3.3's N2V network (``n2v-0.3``). The command-line options (kernel size, blind-spot percentage,
+#: ...) are set on top of them.
+CLI_PRESETS = ("n2v", "n2v2", "n2v-0.3")
 #: Demo settings: the full run takes about 2 minutes on 2 CPU cores; --quick a few seconds.
 DEMO_FULL = dict(epochs=15, steps=20, batch_size=16, patch=64, n_first=16, depth=2, learning_rate=1e-3)
 DEMO_QUICK = dict(epochs=1, steps=2, batch_size=4, patch=32, n_first=8, depth=1, learning_rate=1e-3)
@@ -222,12 +219,14 @@ def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *
         raise CLIError(f"the patch {patch} is too small for --perc-pix {perc_pix}: a patch needs at least "
                        f"{box ** n_dim} pixels (one blind spot per {box}^{n_dim} box); use larger images or a larger "
                        "--perc-pix")
+    fields = dict(unet_kern_size=kernel_size, unet_n_depth=depth, unet_n_first=n_first, n2v_perc_pix=perc_pix,
+                  n2v_patch_shape=tuple(patch), train_epochs=epochs, train_steps_per_epoch=steps,
+                  train_batch_size=batch_size, train_learning_rate=learning_rate, train_tensorboard=tensorboard,
+                  structN2Vmask=_parse_struct_mask(struct_mask, n_dim), **extra)
+    if preset == "n2v-0.3":
+        fields.setdefault("train_loss", "mse")  # the loss of the papers (and of the other presets)
     try:
-        config = N2VConfig(train, unet_kern_size=kernel_size, unet_n_depth=depth, unet_n_first=n_first,
-                           n2v_perc_pix=perc_pix, n2v_patch_shape=tuple(patch), train_epochs=epochs,
-                           train_steps_per_epoch=steps, train_batch_size=batch_size, train_learning_rate=learning_rate,
-                           train_tensorboard=tensorboard, structN2Vmask=_parse_struct_mask(struct_mask, n_dim),
-                           **PRESETS[preset], **extra)
+        config = N2VConfig.preset(preset, train, **fields)
         config.validate()
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -892,7 +891,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Training {s['epochs']} epoch(s) x {s['steps']} step(s), batch {s['batch_size']}, patches {patch}"
           + (" (quick mode)" if args.quick else ""))
     model, _, seconds = _train_model(train, val, config, outdir / "models", "n2v2_demo", True, args.verbose,
-                                     seed=0)
+                                     seed=args.seed)
     denoised = model.predict(noisy, "YX")
     p_in, p_out = psnr(clean, noisy), psnr(clean, denoised)
     tif, png = outdir / "nuclei_n2v2.tif", outdir / "nuclei_noisy_denoised_clean.png"
@@ -1381,9 +1380,10 @@ def _add_training_args(t: argparse.ArgumentParser, preset: str) -> None:
                                                 "images, split into separate images)")
     t.add_argument("--model-dir", required=True, help="folder that holds the model folder")
     t.add_argument("--name", required=True, help="model name (folder DIR/NAME)")
-    t.add_argument("--preset", choices=sorted(PRESETS), default=preset,
-                   help="n2v: classic N2V (uniform_withCP replacement); n2v2: blur-pool, no top skip connection, "
-                        "median replacement")
+    t.add_argument("--preset", choices=CLI_PRESETS, default=preset,
+                   help="n2v: N2V (uniform_withCP replacement); n2v2: blur-pool, no top skip connection, median "
+                        "replacement; both with the recommended network and training (N2VConfig.preset); "
+                        "n2v-0.3: n2v 0.3.3's N2V network")
     t.add_argument("--epochs", type=int, default=100, help="training epochs")
     t.add_argument("--steps", type=int, default=400, help="steps (batches) per epoch")
     t.add_argument("--batch-size", type=int, default=16, help="patches per batch")
@@ -1522,6 +1522,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                             f"{DEMO_QUICK['epochs']})")
     d.add_argument("--steps", type=int, default=None, help=f"steps per epoch (default {DEMO_FULL['steps']}, quick "
                                                            f"{DEMO_QUICK['steps']})")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the training (default 0)")
     d.add_argument("--quick", action="store_true", help="a tiny network and a few steps (seconds; for testing)")
     d.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     d.set_defaults(func=cmd_demo)

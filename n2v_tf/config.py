@@ -38,6 +38,32 @@ def denormalize(y: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarra
 
 #: Accepted values of ``N2VConfig.train_mixed_precision`` (``None``: float32).
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
+#: Decoder upsampling modes of the U-Net (``N2VConfig.unet_upsampling``; see :func:`n2v_tf.nets.build_unet`).
+UPSAMPLINGS = ("nearest", "linear")
+#: Weight initialisations of the U-Net's convolutions (``N2VConfig.unet_init``).
+INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
+
+
+#: n2v 0.3.3's network and training (every field at n2v's value): what a ``config.json`` without the newer fields
+#: was trained with, and the ``'n2v-0.3'`` preset.
+N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
+               unet_init="glorot_uniform", train_lr_schedule=None, train_mixed_precision=None,
+               train_fused_batch_norm=False)
+#: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
+_RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
+                    unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
+                    train_loss="mse")
+#: Presets of :meth:`N2VConfig.preset` and ``n2v-tf train --preset``: field values on top of the defaults.
+PRESETS = {
+    "n2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
+                skip_skipone=False),
+    "n2v2": dict(_RECOMMENDED, n2v_manipulator="median", unet_residual=False, blurpool=True, skip_skipone=True),
+    "structn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
+                      skip_skipone=False),
+    "pn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
+                 skip_skipone=False, probabilistic=True, train_loss="mse"),
+    "n2v-0.3": dict(N2V_033),
+}
 
 
 def _is_int(v: Any, low: int | None = None) -> bool:
@@ -168,7 +194,12 @@ class N2VConfig(argparse.Namespace):
     train_checkpoint, train_checkpoint_last, train_checkpoint_epoch : str or None
         Weight files for the best, the last and the current epoch.
     train_reduce_lr : dict or None
-        Arguments of ``keras.callbacks.ReduceLROnPlateau`` (default ``{'factor': 0.5, 'patience': 10}``).
+        Arguments of ``keras.callbacks.ReduceLROnPlateau`` (default ``{'factor': 0.5, 'patience': 10}``), used when
+        ``train_lr_schedule`` is ``None``.
+    train_lr_schedule : {'cosine', None}
+        ``'cosine'`` (default for new configs): the learning rate decays from ``train_learning_rate`` to 0 along a
+        half cosine over the steps of each ``train`` call. ``None`` (n2v 0.3.3's, and that of every ``config.json``
+        without the field): constant, reduced by ``train_reduce_lr`` on plateaus.
     batch_norm : bool
         Batch normalisation after each convolution (default ``True``).
     n2v_perc_pix : float
@@ -190,6 +221,12 @@ class N2VConfig(argparse.Namespace):
     batch_norm_momentum : float
         Momentum of the batch-normalisation moving statistics, in [0, 1) (default 0.99, Keras' and n2v's;
         PyTorch and CAREamics use 0.9). It changes training only: the weights load into any network.
+    unet_upsampling : {'nearest', 'linear'}
+        Decoder upsampling: nearest neighbour (n2v's, default) or bilinear (2D) / trilinear (3D), built from
+        Keras built-in layers (see :func:`n2v_tf.nets.build_unet`).
+    unet_init : {'glorot_uniform', 'fan_in_uniform'}
+        Initialisation of the convolutions: Keras' glorot-uniform weights with zero biases (n2v's, default), or
+        weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's and CAREamics'). Changes training only.
     train_mixed_precision : {None, 'mixed_float16', 'mixed_bfloat16'}
         Train with mixed precision (float16/bfloat16 computation, float32 weights, loss and network output; float16
         with loss scaling). Default ``None``: float32. Prediction and exported models are float32 either way.
@@ -256,8 +293,13 @@ class N2VConfig(argparse.Namespace):
         self.single_net_per_channel = True
         self.blurpool = False
         self.skip_skipone = False
-        self.unet_wide_decoder = False
-        self.batch_norm_momentum = 0.99
+        # the recommended network for new configs (issue 15; benchmarks/README.md, "Quality"); configs loaded from
+        # config.json files that lack these fields keep n2v 0.3.3's values (N2V_033, update_loaded_config)
+        self.unet_wide_decoder = True
+        self.batch_norm_momentum = 0.9
+        self.unet_upsampling = "linear"
+        self.unet_init = "fan_in_uniform"
+        self.train_lr_schedule = "cosine"
         self.train_mixed_precision = None
         self.train_fused_batch_norm = False
         self.structN2Vmask = None
@@ -277,6 +319,43 @@ class N2VConfig(argparse.Namespace):
             self.n2v_patch_shape = tuple(self.n2v_patch_shape)
         if isinstance(self.unet_input_shape, list):
             self.unet_input_shape = tuple(self.unet_input_shape)
+
+    @classmethod
+    def preset(cls, name: str, X: np.ndarray | Sequence[np.ndarray] | None = None, **kwargs: Any) -> "N2VConfig":
+        """The recommended configuration of a method in one line.
+
+        Parameters
+        ----------
+        name : {'n2v', 'n2v2', 'structn2v', 'pn2v', 'n2v-0.3'}
+            ``'n2v'``, ``'n2v2'`` (median replacement, max-blur-pool, no top skip), ``'structn2v'`` (give
+            ``structN2Vmask``, e.g. from :func:`n2v_tf.analysis.suggest_struct_mask`) and ``'pn2v'`` (train with a
+            noise model) use the recommended network and training of :data:`PRESETS`; ``'n2v-0.3'`` is n2v 0.3.3's
+            network and training.
+        X : numpy.ndarray or list of numpy.ndarray or None
+            Training data, as for :class:`N2VConfig`.
+        **kwargs
+            Further fields; they override the preset (e.g. ``train_epochs=50``).
+
+        Returns
+        -------
+        N2VConfig
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype('float32')
+        >>> config = N2VConfig.preset('n2v2', X, train_epochs=20)
+        >>> config.blurpool, config.n2v_manipulator, config.unet_upsampling, config.train_epochs
+        (True, 'median', 'linear', 20)
+        """
+        if name not in PRESETS:
+            close = difflib.get_close_matches(str(name), PRESETS, n=1, cutoff=0.4)
+            raise ValueError(f"N2VConfig.preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}"
+                             + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if name == "structn2v" and kwargs.get("structN2Vmask") is None:
+            raise ValueError("N2VConfig.preset('structn2v'): give structN2Vmask=..., e.g. the mask that "
+                             "n2v_tf.analysis.suggest_struct_mask (or `n2v-tf analyze-noise`) finds for your noise")
+        return cls(X, **{**PRESETS[name], **kwargs})
 
     # ------------------------------------------------------------------ validation
     def invalid_fields(self) -> dict[str, str]:
@@ -348,6 +427,12 @@ class N2VConfig(argparse.Namespace):
         for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder"):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
         check("train_fused_batch_norm", isinstance(self.train_fused_batch_norm, bool), "must be a bool")
+        check("unet_upsampling", self.unet_upsampling in UPSAMPLINGS,
+              "must be 'nearest' (n2v's) or 'linear' (bilinear in 2D, trilinear in 3D)")
+        check("train_lr_schedule", self.train_lr_schedule in (None, "cosine"),
+              "must be None (constant, with train_reduce_lr) or 'cosine' (decay to 0 over the training)")
+        check("unet_init", self.unet_init in INITIALIZERS,
+              "must be 'glorot_uniform' (Keras', n2v's) or 'fan_in_uniform' (PyTorch's, CAREamics')")
         check("train_mixed_precision", self.train_mixed_precision in MIXED_PRECISION,
               "must be None (float32), 'mixed_float16' (GPUs) or 'mixed_bfloat16' (GPUs, TPUs and CPUs with "
               "bfloat16 instructions)")
@@ -413,7 +498,6 @@ class N2VConfig(argparse.Namespace):
         config = dict(config)
         config.pop("allow_new_parameters", None)
         # folders written before this field existed (n2v 0.3.x included) were trained with this value
-        config.setdefault("batch_norm_momentum", 0.99)
-        config.setdefault("train_mixed_precision", None)
-        config.setdefault("train_fused_batch_norm", False)
+        for field, value in N2V_033.items():
+            config.setdefault(field, value)
         return config

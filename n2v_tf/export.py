@@ -164,9 +164,9 @@ def package_geometry(config) -> dict[str, int]:
     of ``step``. With ``halo`` and all valid sizes multiples of ``step``, tiled, padded and plain predictions agree
     away from the image border.
     """
-    from .nets import receptive_field_radius
+    from .nets import config_receptive_field
     step = 2 ** int(config.unet_n_depth)
-    radius = int(receptive_field_radius(config.unet_n_depth, config.unet_kern_size, config.blurpool))
+    radius = int(config_receptive_field(config))
     halo = step * math.ceil(radius / step)
     return {"step": step, "halo": halo, "min": step * math.ceil((2 * halo + 1) / step)}
 

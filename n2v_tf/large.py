@@ -394,7 +394,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     (up to float32 rounding) because blocks are read with the receptive field of the network around them and the
     image is padded virtually exactly as ``predict`` pads it.
     """
-    from .nets import receptive_field_radius
+    from .nets import config_receptive_field
     from .tiling import predict_tiles
     model = _load_model(model)
     c = model.config
@@ -408,7 +408,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     block = tuple(min(b, n) for b, n in zip(block, layout.n))
     out_dtype = _output_dtype(dtype, source.dtype)
     net = model._inference("mmse", *c.normalization())
-    overlap = receptive_field_radius(c.unet_n_depth, c.unet_kern_size, c.blurpool)
+    overlap = config_receptive_field(c)
     chunks = tuple(1 if a in layout.samples else layout.n_channel if a == "C" else block[layout.spatial.index(a)]
                    for a in layout.axes)
     dest = None
@@ -555,7 +555,7 @@ def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *
     (e.g. a Zarr store) must be readable from every worker.
     """
     from .models import N2V
-    from .nets import receptive_field_radius
+    from .nets import config_receptive_field
     from .tiling import context
     da = require("dask.array")
     if isinstance(model_folder, N2V):
@@ -570,7 +570,7 @@ def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *
     layout = BlockLayout(c, array.shape, axes, "array")
     if "C" in layout.axes and len(array.chunks[layout.axes.index("C")]) > 1:
         array = array.rechunk({layout.axes.index("C"): -1})
-    ctx = context(receptive_field_radius(c.unet_n_depth, c.unet_kern_size, c.blurpool), layout.div)
+    ctx = context(config_receptive_field(c), layout.div)
     depth = {layout.axes.index(a): ctx + layout.div for a in layout.spatial}
     # a chunk must be at least the halo deep, or map_overlap would need its neighbours' neighbours
     new_chunks = {}

@@ -26,7 +26,7 @@ from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size
-from .nets import build_unet, fold_batch_norm, load_weights_h5, receptive_field_radius, use_fused_batch_norm
+from .nets import build_unet, fold_batch_norm, load_weights_h5, config_receptive_field, use_fused_batch_norm
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
 __all__ = ["N2V"]
@@ -48,6 +48,30 @@ class _LearningRateLogger(keras.callbacks.Callback):
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             logs["learning_rate"] = lr
             logs["lr"] = lr
+
+
+class _CosineDecay(keras.callbacks.Callback):
+    """Cosine learning-rate decay over the steps of one :meth:`N2V.train` call (``config.train_lr_schedule``).
+
+    Before step ``t`` of ``T = epochs * steps_per_epoch`` the learning rate is set to
+    ``lr * (1 + cos(pi * t / T)) / 2``: it starts at ``config.train_learning_rate`` and ends near 0, so the last
+    weights are those of a small step size instead of a random point of Adam's noisy walk. The step counts from
+    epoch 0 of the call's schedule, so a resumed run continues the same curve.
+    """
+
+    def __init__(self, learning_rate: float):
+        super().__init__()
+        self.learning_rate = float(learning_rate)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps, epochs = self.params.get("steps") or 1, self.params.get("epochs") or 1
+        t = min(self._epoch * steps + int(batch), epochs * steps)
+        lr = self.learning_rate * 0.5 * (1.0 + np.cos(np.pi * t / (epochs * steps)))
+        self.model.optimizer.learning_rate.assign(lr)
 
 
 class _EpochState(keras.callbacks.Callback):
@@ -238,7 +262,9 @@ class N2V(CARE):
                           skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel,
                           n_out_per_channel=c.pn2v_samples if c.probabilistic else 1,
                           wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum),
-                          dtype_policy=getattr(c, "train_mixed_precision", None))
+                          dtype_policy=getattr(c, "train_mixed_precision", None),
+                          upsampling=getattr(c, "unet_upsampling", "nearest"),
+                          init=getattr(c, "unet_init", "glorot_uniform"))
         if c.train_fused_batch_norm:  # faster training, same layers and weights (see nets.use_fused_batch_norm)
             use_fused_batch_norm(net)
         return net
@@ -345,7 +371,9 @@ class N2V(CARE):
                 else:
                     self.callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.logdir / "logs"),
                                                                       write_graph=False, profile_batch=0))
-        if self.config.train_reduce_lr is not None:
+        if getattr(self.config, "train_lr_schedule", None) == "cosine":
+            self.callbacks.insert(1, _CosineDecay(self.config.train_learning_rate))
+        elif self.config.train_reduce_lr is not None:
             params = {"verbose": True, **self.config.train_reduce_lr}
             self.callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(**params))
         self._model_prepared = True
@@ -555,7 +583,7 @@ class N2V(CARE):
     # ------------------------------------------------------------------ prediction
     def _axes_tile_overlap(self, query_axes: str) -> tuple[int, ...]:
         query_axes = axes_check_and_normalize(query_axes)
-        r = receptive_field_radius(self.config.unet_n_depth, self.config.unet_kern_size, self.config.blurpool)
+        r = config_receptive_field(self.config)
         return tuple((r if a in "XYZT" else 0) for a in query_axes)
 
     def predict(self, img: np.ndarray, axes: str, resizer: Resizer = _DEFAULT_RESIZER,
@@ -702,7 +730,7 @@ class N2V(CARE):
         def write(region, pred):
             out[region] = pred
 
-        overlap = receptive_field_radius(self.config.unet_n_depth, self.config.unet_kern_size, self.config.blurpool)
+        overlap = config_receptive_field(self.config)
         predict_tiles(lambda region: padded[region], write, spatial, cores, overlap, block, net, tta=tta)
         return resizer.after(out, net_axes)
 

@@ -17,13 +17,14 @@ import keras
 import numpy as np
 from keras import layers
 
-from .config import MIXED_PRECISION
+from .config import INITIALIZERS, MIXED_PRECISION, UPSAMPLINGS
 
 __all__ = [
     "blur_kernel",
     "build_n2v2_unet",
     "build_n2v_unet",
     "build_unet",
+    "config_receptive_field",
     "fold_batch_norm",
     "load_weights_h5",
     "receptive_field_radius",
@@ -44,21 +45,20 @@ def blur_kernel(n_dim: int) -> np.ndarray:
     return (out / out.sum()).astype(np.float32)
 
 
-def _max_blur_pool(x, n_dim: int, name: str):
-    """Max-blur-pool (Zhang, ICML 2019) with built-in layers: dense 2x2 max, then a fixed blur with stride 2.
+def _fixed_blur(x, n_dim: int, strides: int, name: str):
+    """The fixed ``[1, 2, 1]`` blur of every channel (zero 'same' padding), from built-in layers.
 
-    The blur is a non-trainable depthwise convolution: ``DepthwiseConv2D`` in 2D (kernel layout of
-    n2v's ``MaxBlurPool2D``) and, as Keras has no 3D depthwise layer, a ``Conv3D`` whose kernel is
-    the blur on the channel diagonal in 3D.
+    A non-trainable depthwise convolution: ``DepthwiseConv2D`` in 2D (kernel layout of n2v's
+    ``MaxBlurPool2D``) and, as Keras has no 3D depthwise layer, a ``Conv3D`` whose kernel is the blur on
+    the channel diagonal in 3D.
     """
     channels = x.shape[-1]
-    x = _LAYERS[n_dim]["max"](pool_size=2, strides=1, padding="same", name=name + "_maxdense")(x)
     if n_dim == 2:
-        blur = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, trainable=False, name=name)
+        blur = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, trainable=False, name=name)
         x = blur(x)
         blur.set_weights([np.repeat(blur_kernel(2)[..., None, None], channels, axis=2)])
     else:
-        blur = layers.Conv3D(channels, 3, strides=2, padding="same", use_bias=False, trainable=False, name=name)
+        blur = layers.Conv3D(channels, 3, strides=strides, padding="same", use_bias=False, trainable=False, name=name)
         x = blur(x)
         kernel = np.zeros((3, 3, 3, channels, channels), np.float32)
         kernel[..., np.arange(channels), np.arange(channels)] = blur_kernel(3)[..., None]
@@ -66,22 +66,57 @@ def _max_blur_pool(x, n_dim: int, name: str):
     return x
 
 
+def _max_blur_pool(x, n_dim: int, name: str):
+    """Max-blur-pool (Zhang, ICML 2019) with built-in layers: dense 2x2 max, then the fixed blur with stride 2."""
+    x = _LAYERS[n_dim]["max"](pool_size=2, strides=1, padding="same", name=name + "_maxdense")(x)
+    return _fixed_blur(x, n_dim, 2, name)
+
+
+def _upsample(x, n_dim: int, upsampling: str, name: str):
+    """2x upsampling: nearest neighbour (n2v's), or (bi/tri)linear from built-in layers.
+
+    Linear upsampling is nearest-neighbour upsampling followed by the fixed ``[1, 2, 1] / 4`` blur per
+    axis: output pixel ``2i`` becomes ``(x[i-1] + 3 x[i]) / 4`` and ``2i+1`` becomes ``(3 x[i] + x[i+1]) / 4``,
+    which is half-pixel linear interpolation (``tf.image.resize(..., 'bilinear')``, PyTorch's
+    ``Upsample(mode='bilinear', align_corners=False)``) everywhere except at the outermost output pixel of
+    the image, where the zero padding weighs the missing neighbour with 0. Unlike
+    ``UpSampling2D(interpolation='bilinear')`` it works with dynamic image sizes and in 3D.
+    """
+    x = _LAYERS[n_dim]["up"](2, name=name)(x)
+    if upsampling == "linear":
+        x = _fixed_blur(x, n_dim, 1, name + "_linear")
+    return x
+
+
+def _init_args(init: str, fan_in: int) -> dict:
+    """Initializer arguments of a convolution: Keras' glorot-uniform weights and zero biases (n2v's), or
+    ``'fan_in_uniform'``, weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's default for convolutions,
+    ``kaiming_uniform_(a=sqrt(5))``, used by CAREamics)."""
+    if init == "glorot_uniform":
+        return dict(kernel_initializer="glorot_uniform")
+    if init == "fan_in_uniform":
+        bound = 1.0 / np.sqrt(fan_in)
+        return dict(kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+                    bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+    raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
+
+
 def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, name: str, activation: str = "relu",
-                bn_momentum: float = 0.99):
+                bn_momentum: float = 0.99, init: str = "glorot_uniform"):
     conv = _LAYERS[n_dim]["conv"]
+    init_args = _init_args(init, kern_size ** n_dim * x.shape[-1])
     if batch_norm:
-        x = conv(n_filter, kern_size, padding="same", kernel_initializer="glorot_uniform", name=name)(x)
+        x = conv(n_filter, kern_size, padding="same", name=name, **init_args)(x)
         x = layers.BatchNormalization(momentum=bn_momentum, name=name + "_bn")(x)
         return layers.Activation(activation, name=name + "_act")(x)
-    return conv(n_filter, kern_size, padding="same", kernel_initializer="glorot_uniform", activation=activation,
-                name=name)(x)
+    return conv(n_filter, kern_size, padding="same", activation=activation, name=name, **init_args)(x)
 
 
 def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch_norm: bool, blurpool: bool,
                 skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2, wide_decoder: bool = False,
-                bn_momentum: float = 0.99):
+                bn_momentum: float = 0.99, upsampling: str = "nearest", init: str = "glorot_uniform"):
     """The U-Net body of n2v 0.3.3 (same layers, filter counts and names), for 2D and 3D."""
-    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm, bn_momentum=bn_momentum)
+    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm, bn_momentum=bn_momentum, init=init)
     skips = []
     for n in range(n_depth):
         for i in range(n_conv_per_depth):
@@ -96,7 +131,7 @@ def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch
         x = _conv_block(x, n_filter=n_first * 2 ** n_depth, name=f"{prefix}middle_{i}", **block)
     x = _conv_block(x, n_filter=n_first * 2 ** max(0, n_depth - 1), name=f"{prefix}middle_{n_conv_per_depth}", **block)
     for n in reversed(range(n_depth)):
-        x = _LAYERS[n_dim]["up"](2, name=f"{prefix}up_{n}")(x)
+        x = _upsample(x, n_dim, upsampling, name=f"{prefix}up_{n}")
         if not skip_skipone:
             x = layers.Concatenate(axis=-1, name=f"{prefix}skip_{n}")([x, skips[n]])
         elif n > 0:
@@ -113,8 +148,8 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
                batch_norm: bool = True, last_activation: str = "linear", residual: bool = False,
                blurpool: bool = False, skip_skipone: bool = False, single_net_per_channel: bool = True,
                n_out_per_channel: int = 1, n_conv_per_depth: int = 2, wide_decoder: bool = False,
-               batch_norm_momentum: float = 0.99, name: str = "n2v_unet", dtype_policy: str | None = None
-               ) -> keras.Model:
+               batch_norm_momentum: float = 0.99, name: str = "n2v_unet", dtype_policy: str | None = None,
+               upsampling: str = "nearest", init: str = "glorot_uniform") -> keras.Model:
     """Build the N2V / N2V2 U-Net for 2D or 3D images (channels last).
 
     Parameters
@@ -157,6 +192,12 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     dtype_policy : {None, 'float32', 'mixed_float16', 'mixed_bfloat16'}
         Keras dtype policy of the layers (mixed precision: float16/bfloat16 computation, float32 weights). The input
         and the output layers are float32 whatever the policy.
+    upsampling : {'nearest', 'linear'}
+        Decoder upsampling: nearest neighbour (n2v's, the default) or bilinear/trilinear, built as nearest
+        upsampling plus a fixed, non-trainable ``[1, 2, 1] / 4`` blur (CAREamics upsamples bilinearly).
+    init : {'glorot_uniform', 'fan_in_uniform'}
+        Initialisation of the convolutions: Keras' glorot-uniform weights and zero biases (n2v's, the default), or
+        weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's and CAREamics').
 
     Returns
     -------
@@ -191,11 +232,16 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
         try:
             return build_unet(n_dim, n_channel_in, n_depth, kern_size, n_first, batch_norm, last_activation,
                               residual, blurpool, skip_skipone, single_net_per_channel, n_out_per_channel,
-                              n_conv_per_depth, wide_decoder, batch_norm_momentum, name, dtype_policy=None)
+                              n_conv_per_depth, wide_decoder, batch_norm_momentum, name, dtype_policy=None,
+                              upsampling=upsampling, init=init)
         finally:
             keras.config.set_dtype_policy(previous)
     if n_dim not in _LAYERS:
         raise ValueError(f"n_dim must be 2 or 3, got {n_dim!r}")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
+    if init not in INITIALIZERS:
+        raise ValueError(f"init must be one of {INITIALIZERS}, got {init!r}")
     if kern_size % 2 != 1:
         raise ValueError(f"kern_size must be odd, got {kern_size!r}")
     if last_activation not in ("linear", "relu"):
@@ -204,7 +250,7 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     inp = keras.Input((None,) * n_dim + (n_channel_in,), name="input")
     body = dict(n_dim=n_dim, n_depth=n_depth, n_first=n_first, kern_size=kern_size, batch_norm=batch_norm,
                 blurpool=blurpool, skip_skipone=skip_skipone, n_conv_per_depth=n_conv_per_depth,
-                wide_decoder=wide_decoder, bn_momentum=batch_norm_momentum)
+                wide_decoder=wide_decoder, bn_momentum=batch_norm_momentum, upsampling=upsampling, init=init)
     if single_net_per_channel:
         branches = []
         for c in range(n_channel_in):
@@ -221,7 +267,8 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     outputs = []
     for prefix, x_in, n_out in branches:
         x = _unet_block(x_in, prefix=prefix, **body)
-        x = conv(n_out, 1, activation="linear", name=f"{prefix}final", dtype="float32")(x)  # mixed precision: a float32 head
+        x = conv(n_out, 1, activation="linear", name=f"{prefix}final", dtype="float32",
+                 **_init_args(init, x.shape[-1]))(x)  # mixed precision: a float32 head
         if residual:
             x = layers.Add(name=f"{prefix}residual")([x, x_in])
         outputs.append(layers.Activation(last_activation, name=f"{prefix}last_activation", dtype="float32")(x))
@@ -267,14 +314,15 @@ def build_n2v2_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, ker
                       residual=False, **kwargs)
 
 
-def receptive_field_radius(n_depth: int, kern_size: int, blurpool: bool = False, n_conv_per_depth: int = 2) -> int:
+def receptive_field_radius(n_depth: int, kern_size: int, blurpool: bool = False, n_conv_per_depth: int = 2,
+                           upsampling: str = "nearest") -> int:
     """Upper bound (pixels, per side) of the U-Net's receptive field radius at full resolution.
 
     Used as the tile overlap, so that tiled prediction equals untiled prediction.
 
     Parameters
     ----------
-    n_depth, kern_size, blurpool, n_conv_per_depth
+    n_depth, kern_size, blurpool, n_conv_per_depth, upsampling
         Architecture, see :func:`build_unet`.
 
     Returns
@@ -288,8 +336,16 @@ def receptive_field_radius(n_depth: int, kern_size: int, blurpool: bool = False,
         r += 2 * n_conv_per_depth * half * scale  # down and up convolutions of this level
         r += (2 if blurpool else 1) * scale       # pooling window (+ blur)
         r += scale                                # nearest-neighbour upsampling
+        if upsampling == "linear":
+            r += scale                            # its 3-tap blur at this level's resolution
     r += n_conv_per_depth * half * 2 ** n_depth    # bottleneck
     return int(r)
+
+
+def config_receptive_field(config) -> int:
+    """:func:`receptive_field_radius` of the network an :class:`~n2v_tf.config.N2VConfig` describes."""
+    return receptive_field_radius(config.unet_n_depth, config.unet_kern_size, config.blurpool,
+                                  upsampling=getattr(config, "unet_upsampling", "nearest"))
 
 
 def _folded_pairs(model: keras.Model) -> dict[str, layers.Layer]:

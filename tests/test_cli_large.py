@@ -18,7 +18,9 @@ def _model(tmp_path, seed=0):
     """A tiny untrained 2D model in tmp_path/models/m, with batch-norm statistics that matter (as test_large.py)."""
     rng = np.random.default_rng(seed)
     X = (rng.normal(size=(2, 16, 16, 1)) * 10 + 100).astype(np.float32)
-    config = N2VConfig(X, unet_n_depth=2, unet_n_first=4, unet_kern_size=3, n2v_patch_shape=(16, 16))
+    # n2v's network (nearest upsampling): the images and blocks of these tests are sized for its receptive field
+    config = N2VConfig(X, unet_n_depth=2, unet_n_first=4, unet_kern_size=3, n2v_patch_shape=(16, 16),
+                       unet_upsampling="nearest")
     model = N2V(config, "m", basedir=str(tmp_path / "models"))
     random_batch_norm(model.keras_model, rng)
     model.keras_model.save_weights(str(tmp_path / "models" / "m" / "weights_best.h5"))

@@ -9,6 +9,7 @@ nothing behind, and the shipped demo package in ``models/`` still passes the zoo
 
 The tests that need the ``bioimageio`` extra skip without it; argument checks run always.
 """
+import itertools
 import json
 import os
 import subprocess
@@ -111,6 +112,7 @@ def _core_prediction_is_seamless(path, halo):
         y = np.load(zf.open("test_output.npy"))
     size = descr.inputs[0].axes[1].size  # ParameterizedSize of the spatial axes
     n = (min(x.shape[1:-1]) - size.min) // size.step  # largest blocks that fit: a few tiles, each with halos
+    assert n >= 1, f"test image {x.shape} too small for blocked prediction (minimum {size.min}, step {size.step})"
     pipeline = create_prediction_pipeline(descr, weight_format="onnx")
     whole = np.asarray(predict(model=pipeline, inputs={"input": x}).members["output"].data)
     tiled = np.asarray(predict(model=pipeline, inputs={"input": x}, blocksize_parameter=n).members["output"].data)
@@ -168,7 +170,7 @@ def test_export_3d_n2v_in_memory_model(tmp_path):
     _need_extra()
     import keras
     keras.utils.set_random_seed(1)
-    _, noisy = smooth_image((26, 40, 44))
+    _, noisy = smooth_image((30, 40, 44))  # > the package's minimum input (26 with linear upsampling) + one step
     cfg = tiny_config([noisy[..., None]], unet_n_first=4, unet_n_depth=1, n2v_patch_shape=(16, 16, 16))
     model = _train(N2V(cfg, "n2v_3d", basedir=None), [noisy[..., None]])
     path = export_bioimageio(model, tmp_path / "n2v_3d.zip", test_img=noisy, authors="Jane Doe, John Doe")
@@ -296,12 +298,15 @@ def test_shipped_demo_package_passes_zoo_test(tmp_path):
 
 def test_package_geometry_keeps_tiles_aligned():
     from n2v_tf import N2VConfig
-    from n2v_tf.nets import receptive_field_radius
-    for n_dim, depth, kern, blurpool in [(2, 1, 3, False), (2, 2, 3, True), (2, 2, 5, False), (3, 2, 3, True),
-                                         (2, 3, 3, False), (3, 1, 3, False)]:
-        cfg = N2VConfig(None, n_dim=n_dim, unet_n_depth=depth, unet_kern_size=kern, blurpool=blurpool)
+    from n2v_tf.nets import config_receptive_field, receptive_field_radius
+    for (n_dim, depth, kern, blurpool), up in itertools.product(
+            [(2, 1, 3, False), (2, 2, 3, True), (2, 2, 5, False), (3, 2, 3, True), (2, 3, 3, False),
+             (3, 1, 3, False)], ("nearest", "linear")):
+        cfg = N2VConfig(None, n_dim=n_dim, unet_n_depth=depth, unet_kern_size=kern, blurpool=blurpool,
+                        unet_upsampling=up)
         geo = package_geometry(cfg)
-        radius = receptive_field_radius(depth, kern, blurpool)
+        radius = config_receptive_field(cfg)
+        assert radius == receptive_field_radius(depth, kern, blurpool, upsampling=up)
         assert geo["step"] == 2 ** depth and geo["halo"] % geo["step"] == 0
         assert radius <= geo["halo"] < radius + geo["step"]
         assert geo["min"] % geo["step"] == 0 and 2 * geo["halo"] < geo["min"] <= 2 * geo["halo"] + geo["step"]

@@ -16,11 +16,16 @@ from conftest import random_batch_norm  # noqa: E402
 from n2v_tf.large import predict_blocks, predict_dask  # noqa: E402
 
 
-def _model(tmp_path, n_dim=2, n_channel=1, seed=0):
+def _model(tmp_path, n_dim=2, n_channel=1, seed=0, upsampling="nearest"):
+    """A tiny untrained model with batch-norm statistics that matter.
+
+    The block-mechanics tests size their images and blocks for n2v's network (``unet_upsampling='nearest'``,
+    receptive field 26 at depth 2); the equality tests run the new default ('linear') as well.
+    """
     rng = np.random.default_rng(seed)
     X = (rng.normal(size=(2,) + (16,) * n_dim + (n_channel,)) * 10 + 100).astype(np.float32)
     config = N2VConfig(X, unet_n_depth=2 if n_dim == 2 else 1, unet_n_first=4, unet_kern_size=3,
-                       n2v_patch_shape=(16,) * n_dim)
+                       n2v_patch_shape=(16,) * n_dim, unet_upsampling=upsampling)
     model = N2V(config, "m", basedir=str(tmp_path))
     random_batch_norm(model.keras_model, rng)
     model.keras_model.save_weights(str(tmp_path / "m" / "weights_best.h5"))
@@ -35,9 +40,10 @@ def _close(a, ref):
     np.testing.assert_allclose(np.asarray(a), ref, atol=1e-4 * np.ptp(ref))
 
 
+@pytest.mark.parametrize("upsampling", ("nearest", "linear"))
 @pytest.mark.parametrize("n_dim", (2, 3))
-def test_blocks_equal_in_memory_predict(tmp_path, n_dim):
-    model = _model(tmp_path, n_dim)
+def test_blocks_equal_in_memory_predict(tmp_path, n_dim, upsampling):
+    model = _model(tmp_path, n_dim, upsampling=upsampling)
     axes, shape, block = (("TYX", (2, 90, 75), (32, 24)) if n_dim == 2 else ("ZYX", (21, 34, 29), (8, 16, 12)))
     img = _image(shape)
     ref = model.predict(img, axes)
@@ -189,9 +195,10 @@ def test_bad_input_is_named(tmp_path):
         predict_blocks(model, z[0], tmp_path / "out.h5", "YX", progress=False)
 
 
+@pytest.mark.parametrize("upsampling", ("nearest", "linear"))
 @pytest.mark.parametrize("n_dim", (2, 3))
-def test_predict_dask_equals_predict(tmp_path, n_dim):
-    model = _model(tmp_path, n_dim)
+def test_predict_dask_equals_predict(tmp_path, n_dim, upsampling):
+    model = _model(tmp_path, n_dim, upsampling=upsampling)
     axes, shape, chunks = (("TYX", (2, 90, 75), (1, 40, 30)) if n_dim == 2 else ("ZYX", (21, 34, 29), (10, 17, 15)))
     img = _image(shape)
     out = predict_dask(tmp_path / "m", da.from_array(img, chunks=chunks), axes)

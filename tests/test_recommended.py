@@ -1,0 +1,202 @@
+"""The recommended network and training of new configs (issue 15): linear upsampling from built-in layers, PyTorch's
+initialisation, the cosine learning-rate schedule, ``N2VConfig.preset``, and old configs keeping n2v 0.3.3's
+network."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from n2v_tf import N2V, N2VConfig
+from n2v_tf.config import N2V_033, PRESETS
+from n2v_tf.nets import _upsample, build_unet, receptive_field_radius
+
+from conftest import random_batch_norm, smooth_image, tiny_config
+
+
+def _linear_upsample_reference(x: np.ndarray, axes) -> np.ndarray:
+    """Half-pixel linear 2x upsampling along ``axes`` (edge values repeated), separably, in NumPy."""
+    for ax in axes:
+        n = x.shape[ax]
+        prev = np.take(x, np.clip(np.arange(n) - 1, 0, n - 1), axis=ax)
+        nxt = np.take(x, np.clip(np.arange(n) + 1, 0, n - 1), axis=ax)
+        even, odd = 0.25 * prev + 0.75 * x, 0.75 * x + 0.25 * nxt
+        x = np.stack([even, odd], axis=ax + 1).reshape(x.shape[:ax] + (2 * n,) + x.shape[ax + 1:])
+    return x
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_linear_upsampling_is_linear_interpolation_inside_the_image(n_dim):
+    inp = keras.Input((None,) * n_dim + (3,))
+    model = keras.Model(inp, _upsample(inp, n_dim, "linear", "up"))
+    x = np.random.default_rng(n_dim).normal(size=(2,) + (5, 6, 7)[-n_dim:] + (3,)).astype(np.float32)
+    y = np.asarray(model(x))
+    ref = _linear_upsample_reference(x.astype(np.float64), range(1, n_dim + 1))
+    assert y.shape == ref.shape
+    inner = (slice(None),) + (slice(1, -1),) * n_dim
+    np.testing.assert_allclose(y[inner], ref[inner], atol=1e-5)
+    # the outermost pixels see the zero padding: 3/4 of the edge value instead of all of it
+    rest = (slice(None), 0) + (slice(1, -1),) * (n_dim - 1)
+    np.testing.assert_allclose(y[rest], 0.75 * ref[rest], atol=1e-5)
+    # fixed weights: nothing to train, and the layers are Keras built-ins
+    assert not model.trainable_weights
+    assert {type(layer).__module__.split(".")[0] for layer in model.layers} == {"keras"}
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_receptive_field_bound_holds_with_linear_upsampling(n_dim):
+    depth, k = 2, 3
+    r = receptive_field_radius(depth, k, upsampling="linear")
+    assert r > receptive_field_radius(depth, k)
+    model = build_unet(n_dim, 1, n_depth=depth, kern_size=k, n_first=4, batch_norm=False, upsampling="linear",
+                       init="fan_in_uniform")
+    size = 2 * r + 8 - (2 * r + 8) % 4
+    x = np.random.default_rng(1).normal(size=(1,) + (size,) * n_dim + (1,)).astype(np.float32)
+    c = size // 2
+    x2 = x.copy()
+    x2[(0,) + (c,) * n_dim + (0,)] += 100.0
+    changed = np.argwhere(np.abs(np.asarray(model(x2)) - np.asarray(model(x)))[0, ..., 0] > 1e-6)
+    assert len(changed) > 0
+    assert np.abs(changed - c).max() <= r
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_fan_in_uniform_initialisation_is_pytorchs(n_dim):
+    model = build_unet(n_dim, 1, n_depth=1, n_first=8, init="fan_in_uniform")
+    conv_class = keras.layers.Conv2D if n_dim == 2 else keras.layers.Conv3D
+    convs = [layer for layer in model.layers if isinstance(layer, conv_class) and layer.trainable]
+    assert convs
+    for layer in convs:
+        kernel, bias = layer.get_weights()
+        bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))  # fan_in = kernel volume x input channels
+        assert np.abs(kernel).max() <= bound * 1.0001
+        assert np.abs(bias).max() <= bound * 1.0001
+        assert np.any(bias != 0)  # PyTorch initialises biases too; glorot_uniform leaves them 0
+        if kernel.size > 500:
+            assert kernel.std() == pytest.approx(bound / np.sqrt(3), rel=0.15)
+    glorot = build_unet(n_dim, 1, n_depth=1, n_first=8)
+    assert all(not np.any(layer.get_weights()[1]) for layer in glorot.layers
+               if isinstance(layer, conv_class) and layer.trainable)
+
+
+RELOAD = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, keras
+    for path in sys.argv[1:]:
+        m = keras.models.load_model(path, compile=False)
+        np.save(path + ".y2.npy", m.predict(np.load(path + ".x.npy"), verbose=0))
+    print("n2v_tf imported:", "n2v_tf" in sys.modules)
+""")
+
+
+@pytest.mark.slow
+def test_recommended_network_loads_without_n2v_tf(tmp_path):
+    paths = []
+    for n_dim in (2, 3):
+        model = build_unet(n_dim, 1, n_depth=2, n_first=4, upsampling="linear", init="fan_in_uniform",
+                           wide_decoder=True, blurpool=n_dim == 3, skip_skipone=n_dim == 3)
+        random_batch_norm(model, np.random.default_rng(n_dim))
+        x = np.random.default_rng(n_dim).normal(size=(1,) + (8, 16, 20)[-n_dim:] + (1,)).astype("float32")
+        path = str(tmp_path / f"m{n_dim}.keras")
+        model.save(path)
+        np.save(path + ".x.npy", x)
+        np.save(path + ".y.npy", model.predict(x, verbose=0))
+        paths.append(path)
+    out = subprocess.run([sys.executable, "-c", RELOAD, *paths], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "n2v_tf imported: False" in out.stdout
+    for path in paths:
+        np.testing.assert_allclose(np.load(path + ".y2.npy"), np.load(path + ".y.npy"), atol=1e-5)
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_linear_upsampling_model_tiles_exactly(n_dim, tmp_path):
+    shape = (24, 40, 44)[-n_dim:] if n_dim == 3 else (72, 88)
+    _, noisy = smooth_image(shape, seed=3)
+    X = noisy[np.newaxis, ..., np.newaxis]
+    config = tiny_config(X, unet_upsampling="linear", unet_init="fan_in_uniform", unet_wide_decoder=True)
+    model = N2V(config, "lin", basedir=str(tmp_path))
+    random_batch_norm(model.keras_model, np.random.default_rng(0))
+    axes = "ZYX" if n_dim == 3 else "YX"
+    whole = model.predict(noisy, axes)
+    tiled = model.predict(noisy, axes, n_tiles=(2,) * n_dim)
+    np.testing.assert_allclose(tiled, whole, atol=1e-4 * float(np.ptp(whole)))
+
+
+def test_presets_give_the_documented_configs():
+    X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
+                       unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
+                       train_loss="mse")
+    expected = {
+        "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
+                    unet_residual=False, probabilistic=False),
+        "n2v2": dict(recommended, n2v_manipulator="median", blurpool=True, skip_skipone=True, unet_residual=False),
+        "pn2v": dict(recommended, probabilistic=True, blurpool=False),
+        "n2v-0.3": dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
+                        unet_init="glorot_uniform", train_lr_schedule=None, unet_kern_size=5, n2v_perc_pix=1.5,
+                        train_loss="mae", n2v_manipulator="uniform_withCP"),
+    }
+    for name, fields in expected.items():
+        config = N2VConfig.preset(name, X)
+        assert {k: getattr(config, k) for k in fields} == fields, name
+        assert config.is_valid(), name
+    mask = [[0, 1, 1, 1, 0]]
+    s = N2VConfig.preset("structn2v", X, structN2Vmask=mask)
+    assert s.structN2Vmask == mask and s.unet_upsampling == "linear" and s.is_valid()
+    # keyword arguments win over the preset
+    assert N2VConfig.preset("n2v2", X, unet_upsampling="nearest", train_epochs=7).unet_upsampling == "nearest"
+    assert set(PRESETS) == {"n2v", "n2v2", "structn2v", "pn2v", "n2v-0.3"}
+
+
+def test_preset_errors_name_the_choices():
+    X = np.zeros((2, 16, 16, 1), np.float32) + np.arange(16, dtype=np.float32)[:, None, None]
+    with pytest.raises(ValueError, match="unknown preset 'n2v3'.*n2v2.*did you mean"):
+        N2VConfig.preset("n2v3", X)
+    with pytest.raises(ValueError, match="structN2Vmask"):
+        N2VConfig.preset("structn2v", X)
+
+
+def test_new_configs_get_the_recommended_network_and_old_ones_keep_n2vs(tmp_path):
+    X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    new = N2VConfig(X)
+    assert (new.unet_upsampling, new.unet_init, new.batch_norm_momentum, new.unet_wide_decoder,
+            new.train_lr_schedule) == ("linear", "fan_in_uniform", 0.9, True, "cosine")
+    # a config.json written before these fields existed (n2v 0.3.x, older n2v_tf) keeps n2v 0.3.3's values
+    old = {k: v for k, v in vars(new).items() if k not in N2V_033}
+    loaded = N2VConfig(**N2VConfig.update_loaded_config(json.loads(json.dumps(old))))
+    assert {k: getattr(loaded, k) for k in N2V_033} == N2V_033
+    legacy = N2VConfig.preset("n2v-0.3", X)
+    assert {k: getattr(legacy, k) for k in N2V_033} == N2V_033
+
+
+def _learning_rates(config, tmp_path, name):
+    X = np.random.default_rng(0).normal(size=(8, 32, 32, 1)).astype(np.float32)
+    model = N2V(config, name, basedir=str(tmp_path))
+    history = model.train(X[:6], X[6:], verbose=0, seed=0)
+    return np.array(history.history["lr"])
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
+    X = np.zeros((1, 32, 32, 1), np.float32) + np.arange(32, dtype=np.float32)[:, None]
+    epochs, steps, lr = 3, 4, 1e-3
+    config = tiny_config(X, train_epochs=epochs, train_steps_per_epoch=steps, train_learning_rate=lr)
+    assert config.train_lr_schedule == "cosine"
+    logged = _learning_rates(config, tmp_path, "cos")
+    # the logger reads the rate after the epoch's last step, which ran with t = (epoch + 1) * steps - 1
+    t = np.arange(1, epochs + 1) * steps - 1
+    np.testing.assert_allclose(logged, lr * 0.5 * (1 + np.cos(np.pi * t / (epochs * steps))), rtol=1e-5)
+    constant = tiny_config(X, train_epochs=epochs, train_steps_per_epoch=steps, train_learning_rate=lr,
+                           train_lr_schedule=None)
+    np.testing.assert_allclose(_learning_rates(constant, tmp_path, "const"), lr, rtol=1e-6)
+
+
+def test_invalid_new_fields_are_named():
+    X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear").invalid_fields()
+    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule"}
+    assert "'bilinear'" in bad["unet_upsampling"] and "'linear'" in bad["unet_upsampling"]
