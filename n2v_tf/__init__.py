@@ -15,11 +15,11 @@ from .config import N2VConfig
 from .masking import (MANIPULATORS, manipulate_val_data, mask_batch, pm_identity, pm_mean, pm_median,
                       pm_normal_additive, pm_normal_fitted, pm_normal_withoutCP, pm_uniform_withCP,
                       pm_uniform_withoutCP, stratified_coords, tta_backward, tta_forward)
-from .qc import (autocorrelation, plot_before_after, plot_history, plot_orthogonal, plot_residual, psnr, qc_report,
-                 ssim)
+from .qc import (autocorrelation, plot_before_after, plot_history, plot_noise_model, plot_orthogonal, plot_residual,
+                 psnr, qc_report, ssim)
 
 _LAZY = {
-    "N2V": "models",
+    "N2V": "models", "train_pn2v_bootstrapped": "models", "PN2VBootstrapResult": "models",
     "N2V_DataGenerator": "data", "N2VSequence": "data", "validation_data": "data",
     "guess_axes": "io", "load_images": "io", "check_images": "io", "open_array": "io",
     "predict_blocks": "large", "predict_dask": "large",
@@ -55,8 +55,9 @@ __all__ = [
     "n2v_mse", "n2v_abs", "loss_mse", "loss_mae",
     "build_unet", "build_n2v_unet", "build_n2v2_unet",
     "autocorrelation", "psnr", "ssim", "plot_history", "plot_before_after", "plot_orthogonal", "plot_residual",
-    "qc_report", "guess_axes", "load_images", "check_images", "open_array", "predict_blocks", "predict_dask",
+    "plot_noise_model", "qc_report", "guess_axes", "load_images", "check_images", "open_array", "predict_blocks", "predict_dask",
     "struct_mask", "suggest_struct_mask", "mask_literal", "plot_autocorrelation",
-    "HistogramNoiseModel", "GaussianMixtureNoiseModel", "bootstrap_noise_model",
+    "HistogramNoiseModel", "GaussianMixtureNoiseModel", "bootstrap_noise_model", "train_pn2v_bootstrapped",
+    "PN2VBootstrapResult",
     "export_bioimageio", "import_bioimageio", "validate_bioimageio",
 ]

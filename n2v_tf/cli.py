@@ -31,7 +31,9 @@ the MMSE estimate:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import logging
 import math
 import sys
 import threading
@@ -1025,8 +1027,6 @@ NOISE_MODEL_KINDS = ("gmm", "histogram")  # the kinds of n2v_tf.noise_models.NOI
 #: Default histogram bins (``noise_models.DEFAULT_BINS``; repeated so that building the parser imports no Keras).
 HISTOGRAM_BINS = 100
 _KIND_NAMES = {"gmm": "Gaussian mixture noise model", "histogram": "histogram noise model"}
-#: At most this many (signal, observation) pairs are drawn for the empirical histograms of a noise-model plot.
-PLOT_PAIRS = 2_000_000
 #: The CLI warns when less than this fraction of an image to denoise lies inside a noise model's signal range. The
 #: image is smoothed with a 3x3 mean first (a rough signal estimate): raw noisy values spread beyond the range of
 #: the signal by the noise itself.
@@ -1143,14 +1143,10 @@ def _print_coverage(nm, images: Sequence[np.ndarray], what: str, command: str, c
 
 def _plot_noise_model(nm, png: Path, signal: np.ndarray, observation: np.ndarray, title: str, explicit: bool,
                       command: str) -> bool:
-    """Save ``nm.plot`` with the empirical histograms of (a random subset of) the pairs; False without matplotlib."""
-    signal, observation = np.ravel(signal), np.ravel(observation)
-    if signal.size > PLOT_PAIRS:
-        idx = np.random.default_rng(0).integers(0, signal.size, PLOT_PAIRS)
-        signal, observation = signal[idx], observation[idx]
+    """Save :func:`n2v_tf.qc.plot_noise_model` of the pairs; False without matplotlib (CLIError if ``explicit``)."""
+    from .qc import plot_noise_model
     try:
-        png.parent.mkdir(parents=True, exist_ok=True)
-        nm.plot(str(png), signal=signal, observation=observation, title=title)
+        plot_noise_model(nm, signal, observation, path=png, title=title)
     except ImportError:
         if explicit:
             raise CLIError("--png needs matplotlib: pip install matplotlib") from None
@@ -1261,20 +1257,50 @@ def _read_values(path: Path) -> np.ndarray:
     return img
 
 
-class _CachingPredictor:
-    """Passes ``predict`` on to an N2V model and keeps the predictions (so the bootstrap plot needs no second pass)."""
+#: Keywords of :func:`n2v_tf.train_pn2v_bootstrapped` in its messages, and the options of ``bootstrap`` that set them.
+_BOOTSTRAP_FLAGS = {"reuse_n2v=True": "--reuse-n2v", "overwrite=True": "--overwrite", "another n2v_name": "another "
+                    "--n2v-name", "the n2v_name": "the --n2v-name", "another name": "another --name"}
 
-    def __init__(self, model):
-        self.model, self.config, self.predictions = model, model.config, []
 
-    def predict(self, img, axes, **kwargs):
-        pred = self.model.predict(img, axes, **kwargs)
-        self.predictions.append(pred)
-        return pred
+def _bootstrap_error(e: Exception) -> CLIError:
+    """A CLIError from an error of :func:`n2v_tf.train_pn2v_bootstrapped`, its keywords named as the options."""
+    message = str(e)
+    for keyword, flag in _BOOTSTRAP_FLAGS.items():
+        message = message.replace(keyword, flag)
+    return CLIError(message)
+
+
+@contextlib.contextmanager
+def _pipeline_output(command: str):
+    """Print the progress of the PN2V pipeline (INFO of the logger ``n2v_tf.models``) on stdout, and warnings
+    (UserWarning, RuntimeWarning) as one-line notes on stderr."""
+    log = logging.getLogger("n2v_tf.models")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        with warnings.catch_warnings():
+            show = warnings.showwarning
+
+            def one_line(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, (UserWarning, RuntimeWarning)):
+                    _warn(command, message)
+                else:
+                    show(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = one_line
+            yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from .noise_models import bootstrap_noise_model
+    from .models import _check_bootstrap_folders, train_pn2v_bootstrapped
     axes = parse_axes(args.axes)
     _check_training_args(args, ("n2v_epochs", "n2v_steps", "pn2v_samples"))
     _check_fit_args(args, "gmm_steps")
@@ -1286,77 +1312,40 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if n2v_name == args.name:
         raise CLIError(f"--n2v-name must differ from --name ({args.name!r}): the N2V and PN2V models need two folders")
     model_dir = Path(args.model_dir)
-    folder, n2v_folder = model_dir / args.name, model_dir / n2v_name
-    if (folder / "config.json").exists() and not args.overwrite:
-        raise CLIError(f"model folder '{folder}' already exists: choose another --name or pass --overwrite")
-    n2v_model = None
-    if args.reuse_n2v:
-        n2v_model = load_model(args.model_dir, n2v_name)
-        if n2v_model.config.probabilistic:
-            raise CLIError(f"--reuse-n2v: '{n2v_folder}' is a PN2V model; bootstrapping needs a plain N2V model")
-    elif (n2v_folder / "config.json").exists() and not args.overwrite:
-        raise CLIError(f"model folder '{n2v_folder}' (the N2V stage) already exists: pass --reuse-n2v to bootstrap "
-                       "from it, --overwrite to retrain it, or choose another --n2v-name")
+    folder = model_dir / args.name
+    try:                                        # before reading the images
+        _check_bootstrap_folders(model_dir, args.name, n2v_name, args.overwrite, args.reuse_n2v)
+    except (ValueError, OSError) as e:
+        raise _bootstrap_error(e) from None
     files, images, patch, train, val, split = _training_data(args, axes)
     _check_single_channel(images, axes, "PN2V (bootstrap)")
     n_dim = len(patch)
-    if n2v_model is not None and n2v_model.config.n_dim != n_dim:
-        raise CLIError(f"--reuse-n2v: '{n2v_folder}' is a {n2v_model.config.n_dim}D model, but the images are "
-                       f"{n_dim}D (--axes {axes})")
     n2v_epochs = args.n2v_epochs or args.epochs
     n2v_steps = args.n2v_steps or args.steps
-    n2v_config = None if n2v_model is not None else _config_from_args(args, train, patch, n2v_epochs, n2v_steps)
+    n2v_config = None if args.reuse_n2v else _config_from_args(args, train, patch, n2v_epochs, n2v_steps)
     pn2v_config = _config_from_args(args, train, patch, probabilistic=True, pn2v_samples=args.pn2v_samples)
     print(f"{len(files)} file(s), {len(images)} image(s) with axes {axes}; {split}")
     print(f"Fully unsupervised PN2V: 1. train {args.preset.upper()}, 2. fit a {_KIND_NAMES[args.kind]} to (N2V "
           f"prediction, noisy) pairs, 3. train PN2V ({args.pn2v_samples} samples per pixel)")
     print(f"Networks: {n_dim}D patches {patch}, batch {args.batch_size}, U-Net depth {args.depth}, kernel "
           f"{args.kernel_size}, n_first {args.n_first}")
-
-    # 1. N2V
-    if n2v_model is None:
-        print(f"\n[1/3] Training {args.preset.upper()}: {n2v_epochs} epoch(s) x {n2v_steps} step(s) -> '{n2v_folder}'")
-        n2v_model, history, seconds = _train_model(train, val, n2v_config, model_dir, n2v_name, args.overwrite,
-                                                   args.verbose, args.seed)
-        val_loss = history.history.get("val_loss", [float("nan")])
-        print(f"Training took {seconds:.0f} s (best val_loss {np.nanmin(val_loss):.4g}).")
-    else:
-        print(f"\n[1/3] Reusing the trained N2V model '{n2v_folder}'.")
-
-    # 2. noise model from (prediction, noisy) pairs
-    print(f"\n[2/3] Predicting with N2V and fitting the {_KIND_NAMES[args.kind]} (the lowest and highest "
-          f"{args.clip_percent:g} % of the predicted values are dropped)")
-    spatial = "ZYX" if n_dim == 3 else "YX"
-    noisy = [im for _, im in images]
-    predictor = _CachingPredictor(n2v_model)
-    t0 = time.perf_counter()
-    noise_model = _fit_noise_model(args.kind, lambda: bootstrap_noise_model(
-        predictor, noisy, spatial + "C", kind=args.kind, clip_percent=args.clip_percent,
-        **_fit_kwargs(args, args.kind, args.gmm_steps)), args.command)
-    print(f"Predicted and fitted in {time.perf_counter() - t0:.1f} s.")
-    for line in describe_noise_model(noise_model):
+    print()
+    with _pipeline_output(args.command):
+        try:
+            result = train_pn2v_bootstrapped(
+                train, val, [im for _, im in images], ("ZYX" if n_dim == 3 else "YX") + "C", args.name, model_dir,
+                n2v_config=n2v_config, pn2v_config=pn2v_config, n2v_name=n2v_name, kind=args.kind,
+                clip_percent=args.clip_percent, noise_model_kwargs=_fit_kwargs(args, args.kind, args.gmm_steps),
+                reuse_n2v=args.reuse_n2v, overwrite=args.overwrite, qc_figure=not args.no_png, seed=args.seed,
+                verbose=args.verbose)
+        except (ValueError, TypeError, OSError) as e:
+            raise _bootstrap_error(e) from None
+    print()
+    for line in describe_noise_model(result.noise_model):
         print(line)
-    pseudo = np.concatenate([p.ravel() for p in predictor.predictions])
-    observed = np.concatenate([im.ravel() for im in noisy])
-    _coverage_line(noise_model, [pseudo], "the N2V prediction (pseudo ground truth)", args.command, warn=False)
-
-    # 3. PN2V
-    print(f"\n[3/3] Training PN2V: {args.epochs} epoch(s) x {args.steps} step(s) -> '{folder}'")
-    import keras
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
-    model = _create_model(pn2v_config, model_dir, args.name, args.overwrite, noise_model)
-    from .noise_models import noise_model_file
-    kind_file = folder / noise_model_file(args.kind)
-    print(f"Saved the noise model as '{kind_file}'.")
-    if not args.no_png:
-        _plot_noise_model(noise_model, folder / "noise_model.png", pseudo, observed,
-                          f"bootstrapped {_KIND_NAMES[args.kind]} ({n2v_name} prediction vs noisy)", False,
-                          args.command)
-    model, history, seconds = _train_model(train, val, pn2v_config, model_dir, args.name, args.overwrite,
-                                           args.verbose, args.seed, model=model)
-    val_loss = history.history.get("val_loss", [float("nan")])
-    print(f"Training took {seconds:.0f} s (best val_loss {np.nanmin(val_loss):.4g}). PN2V model saved in '{folder}'.")
+    print(f"The signal range covers {result.coverage:.1%} of the N2V prediction (pseudo ground truth).")
+    print(f"Stages: N2V {result.seconds['n2v']:.0f} s, noise model {result.seconds['noise_model']:.1f} s, PN2V "
+          f"{result.seconds['pn2v']:.0f} s. PN2V model saved in '{folder}'.")
     print(f"Denoise (MMSE estimate) with: {PROG} predict IMAGES --model-dir {args.model_dir} --name {args.name} "
           f"--axes {axes} --output OUTDIR")
     return 0

@@ -4,16 +4,24 @@
 ``weights_best.h5``, ``weights_last.h5``; tiled prediction; checkpoint callbacks) and overrides
 what Noise2Void does differently: the network, the masked-pixel training data and losses, the
 per-channel mean/std normalisation and the loading of n2v 0.3.x weight files.
+
+:func:`train_pn2v_bootstrapped` is fully unsupervised PN2V in one call: N2V, a noise model bootstrapped from its
+prediction, and PN2V trained with it.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import json
+import logging
 import math
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -29,7 +37,9 @@ from .masking import box_size
 from .nets import build_unet, fold_batch_norm, load_weights_h5, config_receptive_field, use_fused_batch_norm
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
-__all__ = ["N2V"]
+__all__ = ["N2V", "PN2V_SHARED_FIELDS", "PN2VBootstrapResult", "train_pn2v_bootstrapped"]
+
+logger = logging.getLogger(__name__)
 
 _DEFAULT_RESIZER = PadAndCropResizer()  # CSBDeep's default of predict(resizer=...)
 #: Training state written after every epoch (optimizer variables, epoch, seed, callback states), for ``resume``.
@@ -848,3 +858,374 @@ def _load_noise_model(logdir: Path):
         warnings.warn(f"{logdir} holds a PN2V model without a noise model file: predict(..., pn2v_output='mmse') "
                       "needs N2V(None, name, basedir, noise_model=...)", stacklevel=3)
     return noise_model
+
+
+# --------------------------------------------------------------------------- fully unsupervised PN2V
+
+#: The fields that the default ``pn2v_config`` of :func:`train_pn2v_bootstrapped` takes from the config of the N2V
+#: stage: the network's size, the patches and the training budget. The others are those of
+#: ``N2VConfig.preset('pn2v', X)``.
+PN2V_SHARED_FIELDS = ("unet_n_depth", "unet_n_first", "unet_kern_size", "n2v_patch_shape", "n2v_perc_pix",
+                      "train_epochs", "train_steps_per_epoch", "train_batch_size", "train_learning_rate",
+                      "train_tensorboard")
+#: File name of the noise-model figure in the PN2V model folder.
+NOISE_MODEL_FIGURE = "noise_model.png"
+
+
+@dataclass
+class PN2VBootstrapResult:
+    """What :func:`train_pn2v_bootstrapped` returns.
+
+    Attributes
+    ----------
+    n2v_model : N2V
+        The plain N2V model of the first stage (folder ``basedir/n2v_name``), trained or reused.
+    pn2v_model : N2V
+        The PN2V model (folder ``basedir/name``, with the noise model file): ``pn2v_model.predict(img, axes)`` is the
+        MMSE estimate.
+    noise_model : GaussianMixtureNoiseModel or HistogramNoiseModel
+        The bootstrapped noise model (also in ``pn2v_model.noise_model``).
+    n2v_history : keras.callbacks.History or None
+        The N2V training; ``None`` when the N2V model was reused.
+    pn2v_history : keras.callbacks.History
+        The PN2V training.
+    figure : pathlib.Path or None
+        ``basedir/name/noise_model.png`` (:func:`n2v_tf.qc.plot_noise_model`), or ``None`` if none was written.
+    coverage : float
+        Fraction of the N2V prediction inside the noise model's signal range (about ``1 - 2 * clip_percent / 100``:
+        the clipped predictions lie outside it).
+    seconds : dict of str to float
+        Wall-clock seconds of the stages ``'n2v'`` (0 when reused), ``'noise_model'`` (prediction and fit) and
+        ``'pn2v'``.
+    """
+
+    n2v_model: N2V
+    pn2v_model: N2V
+    noise_model: Any
+    n2v_history: keras.callbacks.History | None
+    pn2v_history: keras.callbacks.History
+    figure: Path | None
+    coverage: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _CachingPredictor:
+    """Passes ``predict`` on to an N2V model and keeps the predictions (the figure then needs no second pass)."""
+
+    def __init__(self, model: N2V):
+        self.model, self.config, self.predictions = model, model.config, []
+
+    def predict(self, img, axes, **kwargs):
+        pred = self.model.predict(img, axes, **kwargs)
+        self.predictions.append(pred)
+        return pred
+
+
+def _check_bootstrap_folders(basedir: str | Path, name: str, n2v_name: str, overwrite: bool,
+                             reuse_n2v: bool) -> tuple[Path, Path]:
+    """The folders ``(basedir/name, basedir/n2v_name)`` of :func:`train_pn2v_bootstrapped`, checked before training.
+
+    Raises :class:`ValueError` (same names), :class:`FileExistsError` (a folder that would be replaced without
+    ``overwrite``/``reuse_n2v``) or :class:`FileNotFoundError` (``reuse_n2v`` without a trained N2V model).
+    """
+    for label, value in (("name", name), ("n2v_name", n2v_name)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{label} must be a non-empty str (a folder name), got {value!r}")
+    if n2v_name == name:
+        raise ValueError(f"n2v_name must differ from name ({name!r}): the N2V and PN2V models need two folders")
+    basedir = Path(basedir)
+    folder, n2v_folder = basedir / name, basedir / n2v_name
+    if (folder / "config.json").exists() and not overwrite:
+        raise FileExistsError(f"model folder '{folder}' already exists: choose another name or pass overwrite=True")
+    if reuse_n2v:
+        if not (n2v_folder / "config.json").is_file():
+            raise FileNotFoundError(f"reuse_n2v=True: no model '{n2v_name}' in '{basedir}' "
+                                    f"('{n2v_folder / 'config.json'}' not found): train it first, or give the "
+                                    "n2v_name of a trained N2V model")
+    elif (n2v_folder / "config.json").exists() and not overwrite:
+        raise FileExistsError(f"model folder '{n2v_folder}' (the N2V stage) already exists: pass reuse_n2v=True to "
+                              "bootstrap from it, overwrite=True to retrain it, or choose another n2v_name")
+    return folder, n2v_folder
+
+
+def _bootstrap_images(images, axes: str, n_dim: int) -> tuple[list[np.ndarray], str]:
+    """The noisy images of the bootstrap as a list, checked against ``axes`` (single channel, ``n_dim`` spatial)."""
+    if not isinstance(axes, str):
+        raise TypeError(f"axes must be a str such as 'YX', 'ZYX' or 'SYX', got {type(axes).__name__}")
+    axes = axes.upper()
+    spatial = "".join(a for a in axes if a in "ZYX")
+    if spatial != ("ZYX" if n_dim == 3 else "YX"):
+        raise ValueError(f"axes {axes!r} do not fit the {n_dim}D training data: the images need the axes "
+                         f"{'ZYX' if n_dim == 3 else 'YX'} (optionally S/T and C)")
+    images = [images] if isinstance(images, np.ndarray) else list(images)
+    if not images:
+        raise ValueError("images: no images given (the noisy images the noise model is bootstrapped from)")
+    out = []
+    for i, img in enumerate(images):
+        img = np.asarray(img)
+        if img.ndim != len(axes):
+            raise ValueError(f"images[{i}] has shape {img.shape} ({img.ndim} dimensions), but axes {axes!r} has "
+                             f"{len(axes)} letters")
+        if "C" in axes and img.shape[axes.index("C")] != 1:
+            raise ValueError(f"PN2V works on single-channel images, but images[{i}] has {img.shape[axes.index('C')]} "
+                             f"channels (axes {axes!r}, shape {img.shape}); bootstrap each channel on its own")
+        out.append(img)
+    return out, axes
+
+
+def _check_stage_config(config, what: str, probabilistic: bool) -> None:
+    if not isinstance(config, N2VConfig):
+        raise TypeError(f"{what} must be an N2VConfig or None, got {type(config).__name__}")
+    if bool(config.probabilistic) != probabilistic:
+        raise ValueError(f"{what} must have probabilistic={probabilistic} (the "
+                         f"{'PN2V' if probabilistic else 'plain N2V'} stage), got probabilistic={config.probabilistic}"
+                         + ("; e.g. N2VConfig.preset('pn2v', X)" if probabilistic else ""))
+    if config.n_channel_in != 1:
+        raise ValueError(f"PN2V works on single-channel images, but {what} has n_channel_in={config.n_channel_in} "
+                         "(multi-channel training data); bootstrap each channel on its own")
+    config.validate()
+
+
+def _new_model(config: N2VConfig, name: str, basedir: Path, overwrite: bool, seed: int | None,
+               noise_model=None) -> N2V:
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    with warnings.catch_warnings():   # the folder checks came first: replacing one is what overwrite asked for
+        warnings.filterwarnings("ignore", message="output path for model already exists")
+        return N2V(config, name, basedir=str(basedir), overwrite=overwrite, noise_model=noise_model)
+
+
+def _train_stage(model: N2V, X, X_val, what: str, seed: int | None, verbose: int
+                 ) -> tuple[keras.callbacks.History, float, bool]:
+    """Train ``model``; returns ``(history, seconds, completed)`` (``completed`` False after a Ctrl-C)."""
+    t0 = time.perf_counter()
+    try:
+        history = model.train(X, X_val, verbose=verbose, seed=seed)
+    except ValueError as e:
+        raise ValueError(f"training the {what} model '{model.logdir}' failed: {e}") from e
+    seconds = time.perf_counter() - t0
+    logs = getattr(history, "history", {})
+    best = min((float(v) for v in logs.get("val_loss", []) if np.isfinite(v)), default=float("nan"))
+    logger.info("%s trained in %.0f s (best val_loss %.4g).", what, seconds, best)
+    return history, seconds, len(logs.get("loss", [])) >= model.config.train_epochs
+
+
+def _noise_model_figure(noise_model, signal: np.ndarray, observation: np.ndarray, path: Path, title: str
+                        ) -> Path | None:
+    from .qc import plot_noise_model
+    try:
+        plot_noise_model(noise_model, signal, observation, path=path, title=title)
+    except ImportError as e:
+        warnings.warn(f"{e}; no noise-model figure written", stacklevel=3)
+        return None
+    logger.info("Wrote the noise-model figure '%s'.", path)
+    return path
+
+
+def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndarray | Sequence[np.ndarray],
+                            images: np.ndarray | Sequence[np.ndarray], axes: str, name: str, basedir: str | Path, *,
+                            n2v_config: N2VConfig | None = None, pn2v_config: N2VConfig | None = None,
+                            n2v_name: str | None = None, kind: str = "gmm", clip_percent: float = 0.5,
+                            noise_model_kwargs: Mapping[str, Any] | None = None, reuse_n2v: bool = False,
+                            overwrite: bool = False, qc_figure: bool = True, n_tiles: Sequence[int] | None = None,
+                            seed: int | None = None, verbose: int = 1) -> PN2VBootstrapResult:
+    """Fully unsupervised Probabilistic Noise2Void: train N2V, bootstrap a noise model from it, train PN2V.
+
+    The Python form of ``n2v-tf bootstrap``: the three stages, with both models kept in model folders.
+
+    Parameters
+    ----------
+    X, X_val : numpy.ndarray or list of numpy.ndarray
+        Training and validation data of both networks, as :meth:`N2V.train` takes them (an n2v patch array
+        ``SYXC``/``SZYXC``, or lists of ``YXC``/``ZYXC`` images); single channel.
+    images : numpy.ndarray or list of numpy.ndarray
+        The noisy images the noise model is bootstrapped from (usually all the data to denoise, training and
+        validation parts together), each with ``axes``.
+    axes : str
+        Axes of each of ``images``: ``'YX'``, ``'ZYX'``, optionally with ``S``/``T`` (a stack) and a ``C`` of size 1.
+    name : str
+        The PN2V model: folder ``basedir/name``, which also holds the noise model file (``noise_model_gmm.npz`` or
+        ``noise_model_histogram.npz``) and its figure ``noise_model.png``.
+    basedir : str or pathlib.Path
+        Folder that holds both model folders.
+    n2v_config : N2VConfig, optional
+        The N2V stage (``probabilistic=False``); default ``N2VConfig.preset('n2v', X)`` (100 epochs of 400 steps).
+        Ignored, with a warning, when ``reuse_n2v`` loads a trained model.
+    pn2v_config : N2VConfig, optional
+        The PN2V stage (``probabilistic=True``, ``pn2v_samples`` signal samples per pixel). Default:
+        ``N2VConfig.preset('pn2v', X, **shared)``, where ``shared`` holds the :data:`PN2V_SHARED_FIELDS` (network size,
+        patch shape, blind-spot percentage, epochs, steps, batch size, learning rate, TensorBoard) of the N2V stage's
+        config: ``n2v_config``, or the reused model's, or the ``'n2v'`` preset. So giving only ``n2v_config`` trains
+        both networks with the same size and budget; the PN2V-specific fields (800 samples per pixel, as in the
+        paper) come from the preset: pass ``pn2v_config`` to change them.
+    n2v_name : str, optional
+        The N2V model's folder name (default ``f"{name}_n2v"``); must differ from ``name``.
+    kind : {'gmm', 'histogram'}
+        Noise model: :class:`~n2v_tf.GaussianMixtureNoiseModel` (recommended for bootstrapping: smooth in the
+        signal) or :class:`~n2v_tf.HistogramNoiseModel`.
+    clip_percent : float
+        Pairs whose N2V prediction lies in the lowest or highest ``clip_percent`` % of the predicted values are left
+        out of the fit (in [0, 50)).
+    noise_model_kwargs : dict, optional
+        Passed to the noise model's ``fit`` (e.g. ``n_gaussian``, ``n_coeff``, ``steps``, ``batch_size``, ``seed`` of
+        the GMM; ``bins`` of the histogram); checked before any training.
+    reuse_n2v : bool
+        Bootstrap from the trained N2V model already in ``basedir/n2v_name`` instead of training it (its weights are
+        not changed).
+    overwrite : bool
+        Replace existing model folders (the PN2V one, and the N2V one unless ``reuse_n2v``). Without it an existing
+        folder raises :class:`FileExistsError` before anything is trained.
+    qc_figure : bool
+        Write ``basedir/name/noise_model.png`` (:func:`n2v_tf.qc.plot_noise_model`: the noise model against the
+        (prediction, noisy) pairs) before the PN2V training; without matplotlib, a warning instead.
+    n_tiles : sequence of int, optional
+        Tiles per axis of ``images`` for the N2V prediction (large images).
+    seed : int, optional
+        Seeds the initial weights (``keras.utils.set_random_seed``, which also seeds Python's and NumPy's global
+        generators) and the batches of both trainings, for a reproducible run.
+    verbose : int
+        Keras progress output of the trainings.
+
+    Returns
+    -------
+    PN2VBootstrapResult
+        Both models, the noise model, both histories, the figure's path, the coverage of the N2V prediction by the
+        noise model and the seconds of each stage.
+
+    Raises
+    ------
+    ValueError
+        ``n2v_name == name``, a config of the wrong kind (probabilistic or not), multi-channel data, ``axes`` that do
+        not fit, bad ``kind``/``clip_percent``; a failed training or fit (the message names the stage).
+    TypeError
+        ``noise_model_kwargs`` that the noise model's ``fit`` does not take.
+    FileExistsError
+        A model folder exists and neither ``overwrite`` nor (for the N2V folder) ``reuse_n2v`` is given.
+    FileNotFoundError
+        ``reuse_n2v`` without a trained model in ``basedir/n2v_name``.
+    KeyboardInterrupt
+        Ctrl-C during the N2V training: its folder keeps the completed epochs (continue with ``reuse_n2v=True``, or
+        resume it with :meth:`N2V.train`); Ctrl-C during the PN2V training returns the result with the best weights
+        of its completed epochs, as :meth:`N2V.train` does.
+
+    See Also
+    --------
+    n2v_tf.bootstrap_noise_model : the second stage alone.
+    n2v_tf.qc.plot_noise_model : the figure.
+
+    Notes
+    -----
+    PN2V [1]_ needs a noise model ``p(x|s)``, the probability of observing ``x`` at a pixel whose true signal is
+    ``s``, usually fitted to a calibration stack. Prakash et al. [2]_ bootstrap it from the data to denoise instead:
+    the prediction of a plain N2V network is taken as the pseudo ground truth ``s`` of every pixel, and the noise
+    model is fitted to the pairs (N2V prediction, noisy value); PN2V is then trained with it and predicts the MMSE
+    estimate, which also uses the pixel's own noisy value. The N2V prediction is smoother than the truth, so the
+    bootstrapped noise is somewhat broader than the true noise; a GMM, smooth in the signal, suffers less from the
+    few pairs at extreme signals than a histogram, and ``clip_percent`` drops the outliers of the prediction.
+
+    The stages are logged at INFO level on the logger ``'n2v_tf.models'`` (e.g. ``logging.basicConfig(level=
+    logging.INFO)`` shows them). Reload the models with ``N2V(None, name, basedir)`` (the PN2V model with its noise
+    model) and ``N2V(None, n2v_name, basedir)``.
+
+    References
+    ----------
+    .. [1] A. Krull, T. Vičar, M. Prakash, M. Lalit, F. Jug, "Probabilistic Noise2Void: Unsupervised Content-Aware
+       Denoising", Frontiers in Computer Science 2, 2020.
+    .. [2] M. Prakash, M. Lalit, P. Tomancak, A. Krull, F. Jug, "Fully Unsupervised Probabilistic Noise2Void",
+       IEEE ISBI 2020.
+
+    Examples
+    --------
+    >>> from n2v_tf import N2VConfig, train_pn2v_bootstrapped
+    >>> config = N2VConfig.preset('n2v', X, train_epochs=50, unet_n_first=16)          # doctest: +SKIP
+    >>> result = train_pn2v_bootstrapped(X, X_val, noisy, 'YX', 'my_pn2v', 'models',
+    ...                                  n2v_config=config)                              # doctest: +SKIP
+    >>> denoised = result.pn2v_model.predict(noisy, 'YX')       # MMSE estimate           # doctest: +SKIP
+    """
+    from .noise_models import NOISE_MODELS, bootstrap_noise_model, noise_model_file
+    if basedir is None:
+        raise ValueError("basedir: train_pn2v_bootstrapped keeps both models in model folders; give a folder")
+    n2v_name = f"{name}_n2v" if n2v_name is None else n2v_name
+    folder, n2v_folder = _check_bootstrap_folders(basedir, name, n2v_name, overwrite, reuse_n2v)
+    basedir = Path(basedir)
+    if kind not in NOISE_MODELS:
+        raise ValueError(f"kind must be one of {sorted(NOISE_MODELS)}, got {kind!r}")
+    if isinstance(clip_percent, bool) or not isinstance(clip_percent, (int, float, np.integer, np.floating)) \
+            or not 0 <= clip_percent < 50:
+        raise ValueError(f"clip_percent must be a number in [0, 50), got {clip_percent!r}")
+    fit_kwargs = dict(noise_model_kwargs or {})
+    try:
+        inspect.signature(NOISE_MODELS[kind].fit).bind(None, None, **fit_kwargs)
+    except TypeError as e:
+        raise TypeError(f"noise_model_kwargs: {NOISE_MODELS[kind].__name__}.fit does not take them ({e})") from None
+
+    # the N2V stage: a config to train, or the trained model to reuse
+    n2v_model = None
+    if reuse_n2v:
+        if n2v_config is not None:
+            warnings.warn(f"n2v_config is ignored: reuse_n2v=True bootstraps from the trained model in '{n2v_folder}' "
+                          "(its config is the N2V stage's)", stacklevel=2)
+        with warnings.catch_warnings():     # a PN2V folder is refused below, with or without its noise model
+            warnings.filterwarnings("ignore", message=".*PN2V model without a noise model file")
+            n2v_model = N2V(None, n2v_name, basedir=str(basedir))
+        if n2v_model.config.probabilistic:
+            raise ValueError(f"reuse_n2v=True: '{n2v_folder}' is a PN2V model; bootstrapping needs a plain N2V model")
+        n2v_config = n2v_model.config
+    elif n2v_config is None:
+        n2v_config = N2VConfig.preset("n2v", X)
+    _check_stage_config(n2v_config, "n2v_config", probabilistic=False)
+    if pn2v_config is None:
+        pn2v_config = N2VConfig.preset("pn2v", X, **{f: getattr(n2v_config, f) for f in PN2V_SHARED_FIELDS})
+    _check_stage_config(pn2v_config, "pn2v_config", probabilistic=True)
+    if n2v_config.n_dim != pn2v_config.n_dim:
+        what = f"reuse_n2v=True: '{n2v_folder}' is" if reuse_n2v else "n2v_config is"
+        raise ValueError(f"{what} a {n2v_config.n_dim}D model, but the training data (pn2v_config) are "
+                         f"{pn2v_config.n_dim}D")
+    images, axes = _bootstrap_images(images, axes, pn2v_config.n_dim)
+
+    seconds = {"n2v": 0.0, "noise_model": 0.0, "pn2v": 0.0}
+    n2v_history = None
+    if n2v_model is None:
+        logger.info("[1/3] Training N2V: %d epoch(s) x %d step(s) -> '%s'", n2v_config.train_epochs,
+                    n2v_config.train_steps_per_epoch, n2v_folder)
+        n2v_model = _new_model(n2v_config, n2v_name, basedir, overwrite, seed)
+        n2v_history, seconds["n2v"], completed = _train_stage(n2v_model, X, X_val, "N2V", seed, verbose)
+        if not completed:
+            raise KeyboardInterrupt(f"the N2V training was interrupted: '{n2v_folder}' holds its completed epochs; "
+                                    "bootstrap from them with reuse_n2v=True, or resume the training first")
+    else:
+        logger.info("[1/3] Reusing the trained N2V model '%s'.", n2v_folder)
+
+    logger.info("[2/3] Predicting with N2V and fitting the %s noise model (the lowest and highest %g %% of the "
+                "predicted values are dropped)", kind, clip_percent)
+    predictor = _CachingPredictor(n2v_model)
+    t0 = time.perf_counter()
+    try:
+        noise_model = bootstrap_noise_model(predictor, images, axes, kind=kind, clip_percent=clip_percent,
+                                            n_tiles=n_tiles, **fit_kwargs)
+    except ValueError as e:
+        raise ValueError(f"bootstrapping the {kind} noise model from the N2V prediction failed: {e}") from e
+    seconds["noise_model"] = time.perf_counter() - t0
+    pseudo = np.concatenate([p.ravel() for p in predictor.predictions])
+    predictor.predictions.clear()
+    coverage = noise_model.coverage(pseudo)
+    lo, hi = noise_model.signal_range
+    logger.info("Predicted and fitted in %.1f s: %r; its signal range [%.6g, %.6g] covers %.1f %% of the N2V "
+                "prediction.", seconds["noise_model"], noise_model, lo, hi, 100 * coverage)
+
+    logger.info("[3/3] Training PN2V (%d samples per pixel): %d epoch(s) x %d step(s) -> '%s'",
+                pn2v_config.pn2v_samples, pn2v_config.train_epochs, pn2v_config.train_steps_per_epoch, folder)
+    pn2v_model = _new_model(pn2v_config, name, basedir, overwrite, seed, noise_model=noise_model)
+    logger.info("Saved the noise model as '%s'.", folder / noise_model_file(kind))
+    figure = None
+    (folder / NOISE_MODEL_FIGURE).unlink(missing_ok=True)   # the figure of a replaced model
+    if qc_figure:
+        observed = np.concatenate([np.ravel(im) for im in images]).astype(np.float32, copy=False)
+        figure = _noise_model_figure(noise_model, pseudo, observed, folder / NOISE_MODEL_FIGURE,
+                                     f"bootstrapped {type(noise_model).__name__} ({n2v_name} prediction vs noisy)")
+        del observed
+    del pseudo
+    pn2v_history, seconds["pn2v"], _ = _train_stage(pn2v_model, X, X_val, "PN2V", seed, verbose)
+    return PN2VBootstrapResult(n2v_model=n2v_model, pn2v_model=pn2v_model, noise_model=noise_model,
+                               n2v_history=n2v_history, pn2v_history=pn2v_history, figure=figure, coverage=coverage,
+                               seconds=seconds)

@@ -1,8 +1,8 @@
 """Quality control for denoising: PSNR, SSIM, the noise autocorrelation, and QC figures.
 
 The measures need NumPy and SciPy only. The plotting functions (:func:`plot_history`,
-:func:`plot_before_after`, :func:`plot_orthogonal`, :func:`plot_residual`, :func:`qc_report`)
-import matplotlib when called (``pip install "n2v_tf[plot]"``) and draw on a
+:func:`plot_before_after`, :func:`plot_orthogonal`, :func:`plot_residual`, :func:`qc_report`,
+:func:`plot_noise_model`) import matplotlib when called (``pip install "n2v_tf[plot]"``) and draw on a
 :class:`matplotlib.figure.Figure` directly, without pyplot, so they work headless (CI, servers)
 and leave no open figures behind; in a notebook, a returned figure shows when it is the last
 expression of a cell.
@@ -28,6 +28,7 @@ __all__ = [
     "autocorrelation",
     "plot_before_after",
     "plot_history",
+    "plot_noise_model",
     "plot_orthogonal",
     "plot_residual",
     "psnr",
@@ -39,6 +40,8 @@ __all__ = [
 CONTRAST_PERCENTILES = (0.5, 99.8)
 #: Resolution of the saved PNG files.
 SAVE_DPI = 100
+#: :func:`plot_noise_model` draws the empirical histograms from at most this many (signal, observation) pairs.
+NOISE_MODEL_PAIRS = 2_000_000
 _SSIM_SIGMA, _SSIM_TRUNCATE, _SSIM_K1, _SSIM_K2 = 1.5, 3.5, 0.01, 0.03
 
 
@@ -696,5 +699,59 @@ def qc_report(noisy: np.ndarray, denoised: np.ndarray, reference: np.ndarray | N
     _draw_residual(subs[1], n, d, 15)
     if history is not None:
         _draw_history(subs[2], h, groups, lr)
+    _save(fig, path)
+    return fig
+
+
+# --------------------------------------------------------------------------- PN2V noise models
+
+def plot_noise_model(noise_model: Any, signal: Any, observation: Any, path: str | Path | None = None,
+                     title: str | None = None):
+    """A PN2V noise model ``p(x|s)`` against the (signal, observation) pairs it was fitted on.
+
+    Parameters
+    ----------
+    noise_model : n2v_tf.GaussianMixtureNoiseModel or n2v_tf.HistogramNoiseModel
+        The noise model.
+    signal, observation : array_like
+        Pairs of the same size (any shapes; flattened): the mean and the frames of a calibration
+        stack, or the N2V prediction and the noisy images of a bootstrapped model. At most
+        :data:`NOISE_MODEL_PAIRS` pairs, drawn at random with a fixed seed, are used.
+    path : str or pathlib.Path, optional
+        Save the figure there as PNG (100 dpi; the folder is created).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure of the noise model's ``plot`` method: left ``log10 p(x|s)`` over signal and
+        observation, right the slices ``p(x|s)`` at 10, 30, 50, 70 and 90 % of the signal range
+        with the histograms of the observations whose signal lies near each slice (dashed).
+
+    Raises
+    ------
+    ValueError
+        ``signal`` and ``observation`` differ in size, are empty or hold non-finite values.
+
+    Notes
+    -----
+    What to look for: each dashed histogram should follow its slice. A model that is too broad or
+    shifted (in particular at low or high signals) describes the noise poorly there; for a
+    bootstrapped model a slightly broader noise than the truth is expected, as the N2V prediction
+    is smoother than the true signal (Prakash et al., ISBI 2020).
+    """
+    _figure_class("plot_noise_model")
+    if not callable(getattr(noise_model, "plot", None)):
+        raise TypeError("plot_noise_model: noise_model must be an n2v_tf GaussianMixtureNoiseModel or "
+                        f"HistogramNoiseModel, got {type(noise_model).__name__}")
+    signal, observation = np.ravel(signal), np.ravel(observation)
+    if signal.size != observation.size:
+        raise ValueError(f"plot_noise_model: signal and observation must be pairs of the same size, got {signal.size} "
+                         f"and {observation.size} values")
+    if signal.size > NOISE_MODEL_PAIRS:
+        idx = np.random.default_rng(0).integers(0, signal.size, NOISE_MODEL_PAIRS)
+        signal, observation = signal[idx], observation[idx]
+    fig = noise_model.plot(signal=signal, observation=observation, title=title)
     _save(fig, path)
     return fig
