@@ -185,21 +185,7 @@ def n2v_config_kwargs(variant: str, epochs: int, steps_per_epoch: int, dataset: 
     the masked MSE), train_tensorboard=False to avoid logging overhead.
     """
     p = protocol(dataset)
-    kw = dict(
-        unet_kern_size=p["unet_kern_size"],
-        unet_n_depth=p["unet_n_depth"],
-        unet_n_first=p["unet_n_first"],
-        batch_norm=p["batch_norm"],
-        train_learning_rate=p["train_learning_rate"],
-        train_batch_size=p["train_batch_size"],
-        train_epochs=int(epochs),
-        train_steps_per_epoch=int(steps_per_epoch),
-        train_loss=p["train_loss"],
-        train_tensorboard=False,
-        n2v_perc_pix=p["n2v_perc_pix"],
-        n2v_patch_shape=p["patch_shape"],
-        n2v_neighborhood_radius=p["n2v_neighborhood_radius"],
-    )
+    kw = dict(budget_kwargs(epochs, steps_per_epoch, dataset), batch_norm=p["batch_norm"], train_loss=p["train_loss"])
     kw.update(N2V_VARIANTS[variant])
     return kw
 
@@ -330,6 +316,12 @@ def _find_fluo3d_volume() -> tuple[np.ndarray, str]:
                          "N2V_BENCH_FLUO3D_TIF")
 
 
+def _source_meta(src: np.ndarray, where: str) -> dict:
+    """The metadata of a photon-scaled fluorescence source shared by ``fluo`` and ``fluo3d``."""
+    return dict(source=where.replace(str(HERE), "benchmarks"), source_sha256=_sha(src), source_dtype=str(src.dtype),
+                source_max=float(src.max()), peak_photons=FLUO_PEAK, read_sigma=FLUO_READ_SIGMA)
+
+
 def _build_fluo() -> dict:
     src, where = _find_stardist_image()
     if src.shape != (512, 512):
@@ -350,12 +342,7 @@ def _build_fluo() -> dict:
             "stardist-bundled DSB2018 fluorescence nuclei image (img2d.tif) scaled to max 30 photons; "
             "Poisson shot noise + Gaussian read noise sigma=0.9 (3% of 30)"
         ),
-        source=where.replace(str(HERE), "benchmarks"),
-        source_sha256=_sha(src),
-        source_dtype=str(src.dtype),
-        source_max=float(src.max()),
-        peak_photons=FLUO_PEAK,
-        read_sigma=FLUO_READ_SIGMA,
+        **_source_meta(src, where),
         train_region="[:, 0:384] (512x384, left 3/4)",
         test_region="[:, 384:512] (512x128, right 1/4)",
         data_range=[dr],
@@ -386,12 +373,7 @@ def _build_fluo3d() -> dict:
             f"the {FLUO3D_WHEEL_SPEC} wheel, scaled to max 30 photons; Poisson shot noise + Gaussian read noise "
             "sigma=0.9 (3% of 30)"
         ),
-        source=where.replace(str(HERE), "benchmarks"),
-        source_sha256=_sha(src),
-        source_dtype=str(src.dtype),
-        source_max=float(src.max()),
-        peak_photons=FLUO_PEAK,
-        read_sigma=FLUO_READ_SIGMA,
+        **_source_meta(src, where),
         train_region=f"[:, :, 0:{FLUO3D_SPLIT_X}] (60x256x{FLUO3D_SPLIT_X})",
         test_region=f"[:, :, {FLUO3D_SPLIT_X}:256] (60x256x{256 - FLUO3D_SPLIT_X})",
         data_range=[dr],

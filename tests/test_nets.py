@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from n2v_tf.nets import _max_blur_pool, blur_kernel, build_unet, receptive_field_radius
+from conftest import random_batch_norm
 
 
 @pytest.mark.parametrize("n_dim", (2, 3))
@@ -111,10 +112,15 @@ SCRIPT = textwrap.dedent("""
 def test_saved_model_loads_without_n2v_tf(tmp_path):
     paths = []
     for n_dim in (2, 3):
-        for n2v2, channels in ((False, 1), (True, 2)):
-            model = build_unet(n_dim, channels, n_depth=2, n_first=4, blurpool=n2v2, skip_skipone=n2v2)
-            x = np.random.default_rng(n_dim).normal(size=(1,) + (8, 16, 16)[-n_dim:] + (channels,)).astype("float32")
-            path = str(tmp_path / f"m{n_dim}{int(n2v2)}.keras")
+        # n2v 0.3.3's network (N2V, N2V2), and the recommended one of new configs (issue 15: linear upsampling
+        # from fixed-weight built-in layers, fan-in init, wide decoder) with batch-norm statistics that matter
+        for n2v2, channels, recommended in ((False, 1, False), (True, 2, False), (n_dim == 3, 1, True)):
+            extra = dict(upsampling="linear", init="fan_in_uniform", wide_decoder=True) if recommended else {}
+            model = build_unet(n_dim, channels, n_depth=2, n_first=4, blurpool=n2v2, skip_skipone=n2v2, **extra)
+            if recommended:
+                random_batch_norm(model, np.random.default_rng(n_dim))
+            x = np.random.default_rng(n_dim).normal(size=(1,) + (8, 16, 20)[-n_dim:] + (channels,)).astype("float32")
+            path = str(tmp_path / f"m{n_dim}{int(n2v2)}{int(recommended)}.keras")
             model.save(path)
             np.save(path + ".x.npy", x)
             np.save(path + ".y.npy", model.predict(x, verbose=0))

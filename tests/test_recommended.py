@@ -2,9 +2,6 @@
 initialisation, the cosine learning-rate schedule, ``N2VConfig.preset``, and old configs keeping n2v 0.3.3's
 network."""
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -80,37 +77,6 @@ def test_fan_in_uniform_initialisation_is_pytorchs(n_dim):
     glorot = build_unet(n_dim, 1, n_depth=1, n_first=8)
     assert all(not np.any(layer.get_weights()[1]) for layer in glorot.layers
                if isinstance(layer, conv_class) and layer.trainable)
-
-
-RELOAD = textwrap.dedent("""
-    import os, sys
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np, keras
-    for path in sys.argv[1:]:
-        m = keras.models.load_model(path, compile=False)
-        np.save(path + ".y2.npy", m.predict(np.load(path + ".x.npy"), verbose=0))
-    print("n2v_tf imported:", "n2v_tf" in sys.modules)
-""")
-
-
-@pytest.mark.slow
-def test_recommended_network_loads_without_n2v_tf(tmp_path):
-    paths = []
-    for n_dim in (2, 3):
-        model = build_unet(n_dim, 1, n_depth=2, n_first=4, upsampling="linear", init="fan_in_uniform",
-                           wide_decoder=True, blurpool=n_dim == 3, skip_skipone=n_dim == 3)
-        random_batch_norm(model, np.random.default_rng(n_dim))
-        x = np.random.default_rng(n_dim).normal(size=(1,) + (8, 16, 20)[-n_dim:] + (1,)).astype("float32")
-        path = str(tmp_path / f"m{n_dim}.keras")
-        model.save(path)
-        np.save(path + ".x.npy", x)
-        np.save(path + ".y.npy", model.predict(x, verbose=0))
-        paths.append(path)
-    out = subprocess.run([sys.executable, "-c", RELOAD, *paths], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "n2v_tf imported: False" in out.stdout
-    for path in paths:
-        np.testing.assert_allclose(np.load(path + ".y2.npy"), np.load(path + ".y.npy"), atol=1e-5)
 
 
 @pytest.mark.parametrize("n_dim", (2, 3))
