@@ -107,20 +107,11 @@ def make_config(variant: str, X, epochs: int, spe: int, dataset: str, **extra):
     return N2VConfig.preset(preset, X, **kw), dict(preset=preset, **kw)
 
 
-def _train(config, name: str, basedir: str, X, X_val, seed: int, noise_model=None) -> dict:
-    """Create and train one model (a re-run replaces its own earlier folder); returns the model and its record."""
+def _record(model, hist, train_time: float, load0, basedir: str, name: str) -> dict:
+    """The record of one trained model: history, best epoch, checkpoint, size, the config used."""
     import numpy as np
 
-    from n2v_tf import N2V
-
-    _seed_all(seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="output path for model already exists")
-        model = N2V(config, name, basedir=basedir, overwrite=True, noise_model=noise_model)
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    hist = model.train(X, X_val)
-    train_time = time.perf_counter() - t0
+    config = model.config
     history = {}
     if hist is not None and hasattr(hist, "history"):
         history = {k: [float(x) for x in v] for k, v in hist.history.items()}
@@ -137,6 +128,20 @@ def _train(config, name: str, basedir: str, X, X_val, seed: int, noise_model=Non
     )
 
 
+def _train(config, name: str, basedir: str, X, X_val, seed: int) -> dict:
+    """Create and train one model (a re-run replaces its own earlier folder); returns the model and its record."""
+    from n2v_tf import N2V
+
+    _seed_all(seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="output path for model already exists")
+        model = N2V(config, name, basedir=basedir, overwrite=True)
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    hist = model.train(X, X_val)
+    return _record(model, hist, time.perf_counter() - t0, load0, basedir, name)
+
+
 def _tiles(shape, samples: int) -> tuple[int, ...]:
     """Tiles along the first axis so that one tile holds at most ~2**23 (pixel, sample) pairs (PN2V's MMSE head)."""
     n = max(1, math.ceil(math.prod(shape) * max(samples, 1) / 2 ** 23))
@@ -146,31 +151,34 @@ def _tiles(shape, samples: int) -> tuple[int, ...]:
 
 def pn2v_bootstrap(X, X_val, train_imgs, axes: str, budget: dict, *, name: str, basedir: str, seed: int,
                    samples: int, bootstrap: dict = BOOTSTRAP) -> dict:
-    """Fully unsupervised PN2V in three steps, as ``n2v-tf bootstrap`` does it.
+    """Fully unsupervised PN2V with :func:`n2v_tf.train_pn2v_bootstrapped` (what ``n2v-tf bootstrap`` runs).
 
-    1. N2V with preset 'n2v' and ``budget``; 2. a noise model fitted to (N2V prediction, noisy) pairs of
-    ``train_imgs`` (:func:`n2v_tf.noise_models.bootstrap_noise_model`); 3. PN2V with preset 'pn2v', the same
-    ``budget`` and ``samples`` samples per pixel.  Returns ``n2v`` and ``pn2v`` (the ``_train`` records,
-    with the models under ``'model'``), ``noise_model`` and the seconds of each step.  Written so that a
-    one-call library function for this pipeline can replace the body.
+    N2V with preset 'n2v' and ``budget`` (folder ``<name>_n2v``), a noise model fitted to (N2V prediction, noisy)
+    pairs of ``train_imgs``, PN2V with preset 'pn2v', the same ``budget`` and ``samples`` samples per pixel.
+    Returns ``n2v`` and ``pn2v`` (records as :func:`_record`, with the models under ``'model'``), ``noise_model``
+    and the seconds of each step.
     """
-    from n2v_tf import N2VConfig
-    from n2v_tf.noise_models import bootstrap_noise_model
+    from n2v_tf import N2VConfig, train_pn2v_bootstrapped
 
-    t_start = time.perf_counter()
-    n2v_cfg = N2VConfig.preset("n2v", X, **budget)
-    n2v = _train(n2v_cfg, f"{name}_n2v", basedir, X, X_val, seed)
-    t0 = time.perf_counter()
     fit = {k: v for k, v in bootstrap.items() if k not in ("kind", "clip_percent")}
     if bootstrap["kind"] == "gmm":
         fit.setdefault("seed", seed)
-    nm = bootstrap_noise_model(n2v["model"], train_imgs, axes, kind=bootstrap["kind"],
-                               clip_percent=bootstrap["clip_percent"], **fit)
-    bootstrap_s = time.perf_counter() - t0
-    pn2v_cfg = N2VConfig.preset("pn2v", X, **budget, pn2v_samples=int(samples))
-    pn2v = _train(pn2v_cfg, name, basedir, X, X_val, seed, noise_model=nm)
-    return dict(n2v=n2v, pn2v=pn2v, noise_model=nm, n2v_train_s=n2v["train_time"], bootstrap_s=bootstrap_s,
-                pn2v_train_s=pn2v["train_time"], total_s=time.perf_counter() - t_start)
+    _seed_all(seed)
+    load0 = os.getloadavg()
+    t_start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="output path for model already exists")
+        out = train_pn2v_bootstrapped(
+            X, X_val, train_imgs, axes, name, basedir, n2v_name=f"{name}_n2v",
+            n2v_config=N2VConfig.preset("n2v", X, **budget),
+            pn2v_config=N2VConfig.preset("pn2v", X, **budget, pn2v_samples=int(samples)),
+            kind=bootstrap["kind"], clip_percent=bootstrap["clip_percent"], noise_model_kwargs=fit, overwrite=True,
+            qc_figure=False, seed=seed, verbose=1)
+    sec = out.seconds
+    return dict(n2v=_record(out.n2v_model, out.n2v_history, sec["n2v"], load0, basedir, f"{name}_n2v"),
+                pn2v=_record(out.pn2v_model, out.pn2v_history, sec["pn2v"], load0, basedir, name),
+                noise_model=out.noise_model, n2v_train_s=sec["n2v"], bootstrap_s=sec["noise_model"],
+                pn2v_train_s=sec["pn2v"], total_s=time.perf_counter() - t_start)
 
 
 def run_one(variant: str, ds: dict, args, seed: int) -> dict:
