@@ -54,6 +54,9 @@ import quality_data as qd  # noqa: E402
 TOOLS = ("n2v_tf", "n2v033", "careamics")
 PARTS = ("machine", "train", "predict")
 DATASET = "fluo"  # the quality benchmark's fluorescence set (what the reference runners use)
+#: n2v_tf's implementation defaults of new configs, which compute the same network as n2v 0.3.3's: batch norm through
+#: the fused kernel, no bias in the convolutions before batch norm (the norm's offset is that bias).
+N2V_TF_IMPLEMENTATION = dict(train_fused_batch_norm=True, unet_conv_bias=False)
 MANIPULATOR = "uniform_withCP"  # n2v / n2v_tf; CAREamics uses its default N2V masking ("uniform")
 CAREAMICS_VARIANT = "uniform"
 
@@ -353,7 +356,10 @@ def train_keras(tool: str, p: dict, ds: dict, workdir: Path) -> dict:
     tf.random.set_seed(0)
     X, X_val = ds["X_train"], ds["X_val"]
     kw = n2v_kwargs(p)
-    config = N2VConfig(X, **kw)
+    if tool == "n2v_tf":  # n2v 0.3.3's network and training, run the way n2v_tf runs any new config
+        config = N2VConfig.preset("n2v-0.3", X, **kw, **N2V_TF_IMPLEMENTATION)
+    else:
+        config = N2VConfig(X, **kw)
     name = model_name(tool)
     shutil.rmtree(workdir / name, ignore_errors=True)
     model = N2V(config, name, basedir=str(workdir))

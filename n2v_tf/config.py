@@ -48,7 +48,7 @@ INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
 #: was trained with, and the ``'n2v-0.3'`` preset.
 N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                unet_init="glorot_uniform", train_lr_schedule=None, train_mixed_precision=None,
-               train_fused_batch_norm=False)
+               train_fused_batch_norm=False, unet_conv_bias=True)
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
@@ -231,10 +231,17 @@ class N2VConfig(argparse.Namespace):
         Train with mixed precision (float16/bfloat16 computation, float32 weights, loss and network output; float16
         with loss scaling). Default ``None``: float32. Prediction and exported models are float32 either way.
     train_fused_batch_norm : bool
-        Train batch normalisation with TensorFlow's fused kernel (about 30 % faster steps on a CPU; same layers and
-        weights, see :func:`n2v_tf.nets.use_fused_batch_norm`). Default ``False`` until a multi-seed quality run
-        decides: in a paired check on *fluo* (``benchmarks/experiment_fused_bn.py``, 4 seeds) it scored -0.44,
-        -0.51, -0.07 and +0.24 dB against Keras' own batch-norm ops (mean -0.20 dB).
+        Run batch normalisation with TensorFlow's fused kernel in training and validation (same layers, weights and
+        values up to rounding, see :func:`n2v_tf.nets.use_fused_batch_norm`; about 30 % faster CPU steps and 40 %
+        faster validation). Default ``True`` for new configs; ``False`` in ``config.json`` files without the field
+        (n2v 0.3.x, older n2v_tf) and in the ``'n2v-0.3'`` preset. Quality check over 3 seeds in
+        ``benchmarks/README.md`` ("Speed").
+    unet_conv_bias : bool
+        With ``batch_norm``: give the convolutions before the batch normalisations a bias. Batch normalisation
+        subtracts its input's mean, so that bias never changes the output; without it (default ``False`` for new
+        configs) the network computes the same functions with one op and one gradient less per layer. ``True`` (n2v's
+        network) in ``config.json`` files without the field and in the ``'n2v-0.3'`` preset, so old weight files
+        load. Without batch norm every convolution has a bias either way.
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
     probabilistic : bool
@@ -301,7 +308,8 @@ class N2VConfig(argparse.Namespace):
         self.unet_init = "fan_in_uniform"
         self.train_lr_schedule = "cosine"
         self.train_mixed_precision = None
-        self.train_fused_batch_norm = False
+        self.train_fused_batch_norm = True
+        self.unet_conv_bias = False
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800
@@ -424,7 +432,7 @@ class N2VConfig(argparse.Namespace):
         check("n2v_neighborhood_radius", _is_int(self.n2v_neighborhood_radius, 1),
               "must be an integer >= 1 (with 0 the only neighbour is the pixel itself, so a replacement would be "
               "the masked value and the network would learn the identity)")
-        for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder"):
+        for name in ("single_net_per_channel", "blurpool", "skip_skipone", "unet_wide_decoder", "unet_conv_bias"):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
         check("train_fused_batch_norm", isinstance(self.train_fused_batch_norm, bool), "must be a bool")
         check("unet_upsampling", self.unet_upsampling in UPSAMPLINGS,

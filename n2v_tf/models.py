@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,39 @@ class _CosineDecay(keras.callbacks.Callback):
         t = min(self._epoch * steps + int(batch), epochs * steps)
         lr = self.learning_rate * 0.5 * (1.0 + np.cos(np.pi * t / (epochs * steps)))
         self.model.optimizer.learning_rate.assign(lr)
+
+
+class _AverageMovingStatistics(keras.callbacks.Callback):
+    """Average the batch-normalisation moving statistics over the replicas of a ``tf.distribute`` strategy.
+
+    Keras 3 keeps each replica's moving mean and variance as that replica updated them from its own patches (Keras 2
+    averaged them when they were read), so the workers of a multi-worker training would end with different
+    statistics, and a saved model would hold those of one replica. Runs before every validation (``fit`` validates
+    before the epoch's checkpoints), so validation, checkpoints and the trained model use the same statistics on
+    every replica.
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+        self._average = None
+
+    def on_test_begin(self, logs=None):
+        import tensorflow as tf
+        if self._average is None:
+            stats = [v for v in self.model.non_trainable_variables if v.name in ("moving_mean", "moving_variance")]
+
+            def average():  # on each replica
+                means = tf.distribute.get_replica_context().all_reduce("MEAN", [tf.identity(v.value) for v in stats])
+                for v, mean in zip(stats, means):
+                    v.assign(mean)
+
+            @tf.function
+            def average_all():
+                self.strategy.run(average)
+
+            self._average = average_all if stats else (lambda: None)
+        self._average()
 
 
 class _EpochState(keras.callbacks.Callback):
@@ -223,12 +257,14 @@ class N2V(CARE):
             config.validate()
         self._overwrite = bool(overwrite)
         self.noise_model = noise_model
+        self._writes_folder = _writes_model_folder(_current_strategy())  # False: a non-chief worker
         super().__init__(config, name=name, basedir=basedir)
         self.keras_model.save_weights = _atomic_saver(self.keras_model.save_weights)
         if self.basedir is not None and self.config.probabilistic:
             if noise_model is not None:
-                from .noise_models import save_noise_model
-                save_noise_model(self.logdir, noise_model)
+                if self._writes_folder:
+                    from .noise_models import save_noise_model
+                    save_noise_model(self.logdir, noise_model)
             elif config is None:
                 self.noise_model = _load_noise_model(self.logdir)
 
@@ -251,6 +287,8 @@ class N2V(CARE):
                 raise FileExistsError(
                     f"{config_file} holds a different configuration: creating this model would make the weights "
                     f"in {self.logdir} unusable. Choose another name, delete the folder, or pass overwrite=True.")
+        if not self._writes_folder:  # multi-worker training: the chief writes the folder, the others only check it
+            return
         if self.logdir.exists():
             warnings.warn(f"output path for model already exists, files may be overwritten: {self.logdir.resolve()}",
                           stacklevel=3)
@@ -274,7 +312,8 @@ class N2V(CARE):
                           wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum),
                           dtype_policy=getattr(c, "train_mixed_precision", None),
                           upsampling=getattr(c, "unet_upsampling", "nearest"),
-                          init=getattr(c, "unet_init", "glorot_uniform"))
+                          init=getattr(c, "unet_init", "glorot_uniform"),
+                          conv_bias=getattr(c, "unet_conv_bias", True))
         if c.train_fused_batch_norm:  # faster training, same layers and weights (see nets.use_fused_batch_norm)
             use_fused_batch_norm(net)
         return net
@@ -450,14 +489,30 @@ class N2V(CARE):
         divide evenly, else :class:`ValueError`), so a seeded run draws the same batches on one device and on
         several. The gradients are summed over the replicas of the per-replica losses scaled by ``1 / replicas``
         (Keras' rule); every patch has the same number of blind-spot pixels, so this is the masked loss of the
-        global batch. Batch normalisation (``config.batch_norm``) uses the statistics of each replica's patches.
+        global batch. Batch normalisation (``config.batch_norm``) normalises with the statistics of each replica's
+        patches; its moving statistics are averaged over the replicas before every validation, so all replicas
+        validate, save and predict with the same ones.
         Validation patches are used in a multiple of the replica count (at most ``replicas - 1`` are left out,
         with a warning). The optimizer and metrics are created in the scope, the weight files are those of a
-        single-device model (``N2V(None, name, basedir)`` loads them anywhere). With
-        ``MultiWorkerMirroredStrategy`` every worker runs the same script (same data, config and ``seed``); the
-        batch stream is sharded by data (``tf.data`` ``AutoShardPolicy.DATA``), so each worker trains on its share
-        of the batches (each worker draws the whole stream; not tested here). Op determinism with several
+        single-device model (``N2V(None, name, basedir)`` loads them anywhere). Op determinism with several
         replicas depends on the devices' all-reduce.
+
+        Several machines (``MultiWorkerMirroredStrategy``): every worker runs the same script (same data, config,
+        ``name``, ``basedir`` and ``seed``) with its own ``TF_CONFIG`` environment variable, e.g. on worker 1 of two
+        ``{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 1}}``::
+
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()   # first, before other TensorFlow calls
+            with strategy.scope():
+                model = N2V(config, name, basedir)
+            model.train(X, X_val, seed=1)
+
+        The replicas are those of all workers (``train_batch_size`` is still the global batch). The batch stream
+        is sharded by data (``tf.data`` ``AutoShardPolicy.DATA``): each worker draws the whole stream and trains
+        on its share of every batch. Only the chief (the ``chief`` task, else worker 0) writes the model folder
+        (``config.json``, weights, training state, TensorBoard logs), so ``basedir`` may be one folder on a shared
+        file system; the other workers write their checkpoints (the same weights) into a temporary folder of
+        their own, deleted after the training, and end with the same best weights loaded. Tested on a CPU with
+        two local worker processes.
         """
         c = self.config
         epochs = c.train_epochs if epochs is None else int(epochs)
@@ -497,29 +552,60 @@ class N2V(CARE):
                 self.prepare_for_training()
             if restore is not None:
                 self._restore_optimizer(restore)
-        callbacks = list(self.callbacks)
-        state = None
-        if self.basedir is not None:
-            state = _EpochState(self, train_data.seed, initial_epoch, restore)
-            callbacks.append(state)
-        with _op_determinism(seed is not None), self._strategy_scope():
-            try:
-                history = self.keras_model.fit(train_data.tf_dataset(initial_epoch), steps_per_epoch=len(train_data),
-                                               validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
-                                               validation_batch_size=c.train_batch_size, callbacks=callbacks,
-                                               shuffle=False, verbose=verbose)
-            except KeyboardInterrupt:
-                return self._interrupted(state)
-        self._training_finished()
+        with self._worker_folder():
+            callbacks = list(self.callbacks)
+            if replicas > 1:
+                callbacks.insert(0, _AverageMovingStatistics(strategy))
+            state = None
+            if self.basedir is not None:
+                state = _EpochState(self, train_data.seed, initial_epoch, restore)
+                callbacks.append(state)
+            with _op_determinism(seed is not None), self._strategy_scope(), \
+                    _multi_worker_fit(self.keras_model, strategy, val_data):
+                try:
+                    history = self.keras_model.fit(train_data.tf_dataset(initial_epoch),
+                                                   steps_per_epoch=len(train_data), validation_data=val_data,
+                                                   epochs=epochs, initial_epoch=initial_epoch,
+                                                   validation_batch_size=c.train_batch_size, callbacks=callbacks,
+                                                   shuffle=False, verbose=verbose)
+                except KeyboardInterrupt:
+                    return self._interrupted(state)
+            self._training_finished()
         return history
+
+    @contextlib.contextmanager
+    def _worker_folder(self):
+        """Multi-worker training on a worker other than the chief: a temporary folder stands in for the model folder.
+
+        Only the chief writes ``basedir/name``. The other workers hold the same weights (the replicas stay in sync),
+        so each writes its checkpoints into a folder of its own and reloads the best weights from there at the end, as
+        the chief does from the model folder. For the block, ``logdir`` and the paths of the callbacks that write into
+        it (checkpoints, TensorBoard) point to that folder, which is deleted afterwards. A no-op on the chief and
+        without a multi-worker strategy.
+        """
+        if self.basedir is None or self._writes_folder:
+            yield
+            return
+        folder = self.logdir
+        moved = [(cb, attr, getattr(cb, attr)) for cb in self.callbacks for attr in ("filepath", "log_dir")
+                 if isinstance(getattr(cb, attr, None), str) and Path(getattr(cb, attr)).is_relative_to(folder)]
+        with tempfile.TemporaryDirectory(prefix="n2v_tf_worker_") as tmp:
+            self.logdir = Path(tmp)
+            for cb, attr, path in moved:
+                setattr(cb, attr, str(self.logdir / Path(path).relative_to(folder)))
+            try:
+                yield
+            finally:
+                self.logdir = folder
+                for cb, attr, path in moved:
+                    setattr(cb, attr, path)
 
     def _strategy(self):
         """The ``tf.distribute`` strategy the network was built under; ``None`` without one (or another backend)."""
         if keras.backend.backend() != "tensorflow":
             return None
-        import tensorflow as tf
         built = getattr(self.keras_model, "_distribute_strategy", None)  # set by Keras when built in a scope
-        current = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        current = _current_strategy()
         if current is not None and current is not built:
             raise ValueError(f"this model was built {'outside any' if built is None else 'under another'} "
                              f"tf.distribute strategy but is trained inside the scope of a {type(current).__name__}: "
@@ -818,6 +904,62 @@ class N2V(CARE):
         """Rebuild a model folder from a package written by :meth:`export_bioimageio` and load it."""
         from .export import import_bioimageio
         return import_bioimageio(path, basedir, name, overwrite=overwrite)
+
+
+def _current_strategy():
+    """The ``tf.distribute`` strategy whose scope this code runs in; ``None`` outside any (or on another backend)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+    return tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+
+
+def _writes_model_folder(strategy) -> bool:
+    """Whether this process writes the model folder: not on the workers of a multi-worker strategy
+    (``MultiWorkerMirroredStrategy``) other than the chief (the ``chief`` task, else worker 0)."""
+    return strategy is None or bool(strategy.extended.should_checkpoint)
+
+
+@contextlib.contextmanager
+def _multi_worker_fit(model: keras.Model, strategy, batch: tuple[np.ndarray, np.ndarray]):
+    """Work around two failures of Keras 3's ``fit``/``evaluate`` (TensorFlow trainer, seen in Keras 3.15) under a
+    ``MultiWorkerMirroredStrategy`` of several workers; a no-op with any other strategy.
+
+    1. ``_maybe_symbolic_build`` averages the first distributed ``(x, y)`` batch over the replicas with
+       ``strategy.reduce``, which this strategy cannot do for a tuple ("ValueError: Attempt to convert a value
+       (PerReplica: ...) with an unsupported type ... to a Tensor"). The batch only lends its shapes to build the
+       model's state, so here Keras builds from ``batch``, arrays of this process.
+    2. Each step's scalar logs (loss, metrics) are averaged over the replicas with ``strategy.reduce("MEAN", v,
+       axis=0)``, which fails for a 0-d value ("Invalid reduction dimension 0 for input with 0 dimensions";
+       tensorflow/tensorflow#72388). Here the steps return them with a length-1 axis, which that reduction removes.
+
+    The model's train/test steps, losses and epoch logs are unchanged otherwise.
+    """
+    import tensorflow as tf
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):  # the condition of Keras' failing code path
+        yield
+        return
+    cls = type(model)
+
+    def symbolic_build(iterator=None, data_batch=None):
+        return cls._maybe_symbolic_build(model, data_batch=batch if data_batch is None else data_batch)
+
+    def with_axis(step):
+        def run(data):
+            return keras.tree.map_structure(lambda v: keras.ops.reshape(v, (1,)) if len(v.shape) == 0 else v,
+                                            step(model, data))
+        return run
+
+    patches = {"_maybe_symbolic_build": symbolic_build, "train_step": with_axis(cls.train_step),
+               "test_step": with_axis(cls.test_step)}
+    for name, f in patches.items():
+        setattr(model, name, f)
+    try:
+        yield
+    finally:
+        for name in patches:
+            delattr(model, name)
 
 
 def _even_validation(val_data: tuple[np.ndarray, np.ndarray], replicas: int) -> tuple[np.ndarray, np.ndarray]:

@@ -102,11 +102,11 @@ def _init_args(init: str, fan_in: int) -> dict:
 
 
 def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, name: str, activation: str = "relu",
-                bn_momentum: float = 0.99, init: str = "glorot_uniform"):
+                bn_momentum: float = 0.99, init: str = "glorot_uniform", conv_bias: bool = True):
     conv = _LAYERS[n_dim]["conv"]
     init_args = _init_args(init, kern_size ** n_dim * x.shape[-1])
     if batch_norm:
-        x = conv(n_filter, kern_size, padding="same", name=name, **init_args)(x)
+        x = conv(n_filter, kern_size, padding="same", name=name, use_bias=conv_bias, **init_args)(x)
         x = layers.BatchNormalization(momentum=bn_momentum, name=name + "_bn")(x)
         return layers.Activation(activation, name=name + "_act")(x)
     return conv(n_filter, kern_size, padding="same", activation=activation, name=name, **init_args)(x)
@@ -114,9 +114,11 @@ def _conv_block(x, n_dim: int, n_filter: int, kern_size: int, batch_norm: bool, 
 
 def _unet_block(x, n_dim: int, n_depth: int, n_first: int, kern_size: int, batch_norm: bool, blurpool: bool,
                 skip_skipone: bool, prefix: str, n_conv_per_depth: int = 2, wide_decoder: bool = False,
-                bn_momentum: float = 0.99, upsampling: str = "nearest", init: str = "glorot_uniform"):
+                bn_momentum: float = 0.99, upsampling: str = "nearest", init: str = "glorot_uniform",
+                conv_bias: bool = True):
     """The U-Net body of n2v 0.3.3 (same layers, filter counts and names), for 2D and 3D."""
-    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm, bn_momentum=bn_momentum, init=init)
+    block = dict(n_dim=n_dim, kern_size=kern_size, batch_norm=batch_norm, bn_momentum=bn_momentum, init=init,
+                 conv_bias=conv_bias)
     skips = []
     for n in range(n_depth):
         for i in range(n_conv_per_depth):
@@ -149,7 +151,7 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
                blurpool: bool = False, skip_skipone: bool = False, single_net_per_channel: bool = True,
                n_out_per_channel: int = 1, n_conv_per_depth: int = 2, wide_decoder: bool = False,
                batch_norm_momentum: float = 0.99, name: str = "n2v_unet", dtype_policy: str | None = None,
-               upsampling: str = "nearest", init: str = "glorot_uniform") -> keras.Model:
+               upsampling: str = "nearest", init: str = "glorot_uniform", conv_bias: bool = True) -> keras.Model:
     """Build the N2V / N2V2 U-Net for 2D or 3D images (channels last).
 
     Parameters
@@ -198,6 +200,12 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     init : {'glorot_uniform', 'fan_in_uniform'}
         Initialisation of the convolutions: Keras' glorot-uniform weights and zero biases (n2v's, the default), or
         weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's and CAREamics').
+    conv_bias : bool
+        With ``batch_norm``: whether the convolutions before the batch normalisations have a bias (n2v's, the
+        default). Batch normalisation subtracts the mean of its input, so such a bias has no effect on the output
+        (its gradient is zero up to rounding); without it, the batch norm's offset ``beta`` is the bias, the network
+        computes the same functions, and a training step saves the bias addition and its gradient (11-17 % of a CPU
+        step, ``benchmarks/README.md``). Without ``batch_norm`` every convolution keeps its bias.
 
     Returns
     -------
@@ -233,7 +241,7 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
             return build_unet(n_dim, n_channel_in, n_depth, kern_size, n_first, batch_norm, last_activation,
                               residual, blurpool, skip_skipone, single_net_per_channel, n_out_per_channel,
                               n_conv_per_depth, wide_decoder, batch_norm_momentum, name, dtype_policy=None,
-                              upsampling=upsampling, init=init)
+                              upsampling=upsampling, init=init, conv_bias=conv_bias)
         finally:
             keras.config.set_dtype_policy(previous)
     if n_dim not in _LAYERS:
@@ -250,7 +258,8 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     inp = keras.Input((None,) * n_dim + (n_channel_in,), name="input")
     body = dict(n_dim=n_dim, n_depth=n_depth, n_first=n_first, kern_size=kern_size, batch_norm=batch_norm,
                 blurpool=blurpool, skip_skipone=skip_skipone, n_conv_per_depth=n_conv_per_depth,
-                wide_decoder=wide_decoder, bn_momentum=batch_norm_momentum, upsampling=upsampling, init=init)
+                wide_decoder=wide_decoder, bn_momentum=batch_norm_momentum, upsampling=upsampling, init=init,
+                conv_bias=conv_bias)
     if single_net_per_channel:
         branches = []
         for c in range(n_channel_in):
@@ -445,20 +454,27 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _fused_training_call(layer: layers.BatchNormalization, n_dim: int):
+def _fused_call(layer: layers.BatchNormalization, n_dim: int):
     import tensorflow as tf
     plain = layer.call
     data_format = "NHWC" if n_dim == 2 else "NDHWC"
 
     def call(inputs, training=None, mask=None):
-        if not training or mask is not None:
+        if mask is not None:
             return plain(inputs, training=training, mask=mask)
         dtype = inputs.dtype
         x = inputs if dtype in (tf.float32, tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
-        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-            x, tf.cast(layer.gamma, tf.float32) if layer.scale else tf.ones(x.shape[-1]),
-            tf.cast(layer.beta, tf.float32) if layer.center else tf.zeros(x.shape[-1]),
-            epsilon=layer.epsilon, data_format=data_format, is_training=True)
+        n_channel = x.shape[-1]
+        gamma = tf.cast(layer.gamma, tf.float32) if layer.scale else tf.ones(n_channel)
+        beta = tf.cast(layer.beta, tf.float32) if layer.center else tf.zeros(n_channel)
+        if not training:  # the moving statistics, as Keras' own inference computes them, in one pass
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(layer.moving_mean, tf.float32),
+                variance=tf.cast(layer.moving_variance, tf.float32), epsilon=layer.epsilon, data_format=data_format,
+                is_training=False)
+            return tf.cast(y, dtype)
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=layer.epsilon, data_format=data_format,
+                                                        is_training=True)
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
         var = var * (n - 1) / tf.maximum(n, 2)  # the op returns the unbiased variance; Keras keeps the biased one
         m = layer.momentum
@@ -469,7 +485,7 @@ def _fused_training_call(layer: layers.BatchNormalization, n_dim: int):
 
 
 def use_fused_batch_norm(model: keras.Model) -> int:
-    """Train ``model``'s channel-last batch normalisations with TensorFlow's fused kernel.
+    """Run ``model``'s channel-last batch normalisations with TensorFlow's fused kernel (training and inference).
 
     Parameters
     ----------
@@ -485,10 +501,12 @@ def use_fused_batch_norm(model: keras.Model) -> int:
     -----
     Keras 3 computes batch normalisation in training from separate moment, subtraction and scaling ops (and their
     gradients); TensorFlow's ``FusedBatchNormV3`` (what Keras 2, and so n2v 0.3.x, used) does it in one pass. For the
-    N2V U-Net it makes a CPU training step about 30 % faster (``benchmarks/bench_speed.py``). Only the training
-    computation of these layer *instances* changes: same weights, same moving-statistics update (momentum, biased
-    variance), inference unchanged, and the layers stay ``keras.layers.BatchNormalization`` in saved models, which
-    therefore load without ``n2v_tf``.
+    N2V U-Net it makes a CPU training step about 30 % faster (``benchmarks/bench_speed.py``). In inference (the
+    validation at the end of each epoch, an eager prediction) the same kernel applies the moving statistics in one
+    pass instead of Keras' four, which makes validation about 40 % faster. Only the computation of these layer
+    *instances* changes: same weights, same moving-statistics update (momentum, biased variance), the same
+    inference values up to float32 rounding, and the layers stay ``keras.layers.BatchNormalization`` in saved
+    models, which therefore load without ``n2v_tf``.
     """
     if keras.backend.backend() != "tensorflow":
         return 0
@@ -499,7 +517,7 @@ def use_fused_batch_norm(model: keras.Model) -> int:
             continue
         rank = len(layer.input.shape)
         if rank in (4, 5) and layer.axis in (-1, rank - 1):
-            layer.call = _fused_training_call(layer, rank - 2)
+            layer.call = _fused_call(layer, rank - 2)
             count += 1
     return count
 

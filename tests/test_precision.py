@@ -106,16 +106,57 @@ def test_mixed_float16_uses_loss_scaling_and_saved_model_loads_without_n2v_tf(tm
     assert json.loads(out) == ["float32", "float32", False]
 
 
-def test_fused_batch_norm_is_opt_in():
+def test_fused_batch_norm_is_the_default_of_new_configs_only():
     X = np.random.default_rng(3).normal(size=(2, 16, 16, 1)).astype(np.float32)
     for fused in (False, True):
         config = N2VConfig(X, unet_n_depth=1, unet_n_first=4, n2v_patch_shape=(16, 16), train_fused_batch_norm=fused)
         layers = [la for la in N2V(config, "m", basedir=None).keras_model.layers
                   if isinstance(la, keras.layers.BatchNormalization)]
         assert layers and all(("call" in la.__dict__) is fused for la in layers)
+    assert N2VConfig(X).train_fused_batch_norm is True
+    assert N2VConfig.preset("n2v-0.3", X).train_fused_batch_norm is False
     assert N2VConfig.update_loaded_config({"n_dim": 2})["train_fused_batch_norm"] is False
     with pytest.raises(ValueError, match="train_fused_batch_norm"):
         N2VConfig(X, train_fused_batch_norm="yes").validate()
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_convolutions_before_batch_norm_need_no_bias(n_dim):
+    """Without the bias the same functions are computed: batch norm cancels it (in inference via its moving mean)."""
+    rng = np.random.default_rng(5)
+    biased = build_unet(n_dim, 1, 2, 3, 4, batch_norm=True, conv_bias=True)
+    plain = build_unet(n_dim, 1, 2, 3, 4, batch_norm=True, conv_bias=False)
+    bn_after = {la.name[:-3] for la in biased.layers if isinstance(la, keras.layers.BatchNormalization)}
+    convs = [la for la in biased.layers if isinstance(la, (keras.layers.Conv2D, keras.layers.Conv3D))]
+    assert bn_after and all(plain.get_layer(n).use_bias is False for n in bn_after)
+    assert all(plain.get_layer(la.name).use_bias for la in convs if la.name not in bn_after)  # the output layer
+    assert biased.count_params() - plain.count_params() == sum(biased.get_layer(n).filters for n in bn_after)
+    for la in biased.layers:
+        w = [rng.normal(size=v.shape).astype(np.float32) for v in la.get_weights()]
+        if isinstance(la, keras.layers.BatchNormalization):
+            w[1] = np.abs(w[1]) + 0.5  # gamma; beta, moving mean ...
+            w[3] = np.abs(w[3]) + 0.5  # ... and a positive moving variance
+        la.set_weights(w)
+    for la in plain.layers:
+        src = biased.get_layer(la.name).get_weights()
+        if la.name in bn_after:
+            la.set_weights(src[:1])   # the kernel only
+        elif la.name.endswith("_bn") and la.name[:-3] in bn_after:
+            gamma, beta, mean, var = src
+            la.set_weights([gamma, beta, mean - biased.get_layer(la.name[:-3]).get_weights()[1], var])
+        else:
+            la.set_weights(src)
+    x = rng.normal(size=(3,) + (16,) * n_dim + (1,)).astype(np.float32)
+    for training in (False, True):
+        a, b = biased(x, training=training).numpy(), plain(x, training=training).numpy()
+        np.testing.assert_allclose(b, a, atol=1e-4 * np.ptp(a), err_msg=f"training={training}")
+    without_bn = build_unet(n_dim, 1, 1, 3, 4, batch_norm=False, conv_bias=False)
+    assert all(la.use_bias for la in without_bn.layers if isinstance(la, (keras.layers.Conv2D, keras.layers.Conv3D)))
+    assert N2VConfig(x).unet_conv_bias is False
+    assert N2VConfig.preset("n2v-0.3", x).unet_conv_bias is True
+    assert N2VConfig.update_loaded_config({"n_dim": n_dim})["unet_conv_bias"] is True
+    with pytest.raises(ValueError, match="unet_conv_bias"):
+        N2VConfig(x, unet_conv_bias=1).validate()
 
 
 def test_mixed_precision_config_is_checked_and_old_configs_get_float32():
