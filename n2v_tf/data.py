@@ -19,7 +19,9 @@ import numpy as np
 from .config import _shape, normalize
 from .io import (
     IMAGE_EXTENSIONS,
+    ChunkCache,
     LazyArray,
+    _byte_limit,
     check_images,
     guess_axes,
     is_lazy,
@@ -118,7 +120,8 @@ class N2VSequence(keras.utils.PyDataset):
     X : numpy.ndarray or list of numpy.ndarray or lazy arrays
         Patch array ``(S, *spatial, C)`` or list of images ``(*spatial, C)`` of any size
         (each at least ``patch_shape``), raw or normalised. Lazy arrays (Zarr, Dask,
-        :func:`n2v_tf.io.open_array`) are never read whole: each batch reads just its patches.
+        :func:`n2v_tf.io.open_array`) are never read whole: each batch reads just the chunks of its patches,
+        through a cache (``cache_bytes``).
     patch_shape : sequence of int
         Shape of the training patches (2 or 3 entries).
     batch_size : int
@@ -139,6 +142,10 @@ class N2VSequence(keras.utils.PyDataset):
         Random 90-degree rotations and flips in the YX plane.
     seed : int, optional
         Base seed; ``None`` draws one.
+    cache_bytes : int, optional
+        Byte limit of the cache of decoded chunks shared by the patch reads from lazy images
+        (:class:`n2v_tf.io.ChunkCache`, attribute ``cache``); default :data:`n2v_tf.io.PATCH_CACHE_BYTES`
+        (256 MiB), ``0`` turns it off (each patch is then one slice of its image). Unused for in-memory data.
     **kwargs
         ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``keras.utils.PyDataset``.
 
@@ -146,13 +153,19 @@ class N2VSequence(keras.utils.PyDataset):
     -----
     ``__getitem__(i)`` returns ``(masked_input, concat([target, mask], -1))`` as new float32 arrays.
     Images of a list are drawn with probability proportional to their number of patch positions.
+
+    Patches from lazy images are read chunk by chunk: the chunks a patch covers are taken from ``cache`` or read
+    whole (and kept, the least recently used making room), so the random patches of later batches mostly find
+    their chunks decoded already, and memory stays bounded by ``cache_bytes`` whatever the size of the data. The
+    batches are exactly those of the same images in memory. Each worker process of ``use_multiprocessing`` has its
+    own cache.
     """
 
     def __init__(self, X: np.ndarray | Sequence[np.ndarray], patch_shape: Sequence[int], batch_size: int = 16,
                  perc_pix: float = 0.198, manipulator: str = "uniform_withCP", radius: int = 5,
                  struct_mask: np.ndarray | None = None, steps_per_epoch: int | None = None,
                  means: Sequence[float] | None = None, stds: Sequence[float] | None = None,
-                 augment: bool = False, seed: int | None = None, **kwargs) -> None:
+                 augment: bool = False, seed: int | None = None, cache_bytes: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.patch_shape = tuple(int(p) for p in patch_shape)
         n_dim = len(self.patch_shape)
@@ -160,6 +173,10 @@ class N2VSequence(keras.utils.PyDataset):
         self.images = as_image_list(X, n_dim, n_channel)
         # lazy float images: each patch is checked for NaN/Inf when it is read (see as_image_list)
         self._check_finite = [is_lazy(im) and not np.issubdtype(np.dtype(im.dtype), np.integer) for im in self.images]
+        self._lazy = [is_lazy(im) for im in self.images]
+        if cache_bytes is not None:
+            _byte_limit(cache_bytes, "N2VSequence: cache_bytes")
+        self.cache = ChunkCache(cache_bytes) if any(self._lazy) else None
         for i, im in enumerate(self.images):
             if any(s < p for s, p in zip(im.shape[:-1], self.patch_shape)):
                 raise ValueError(f"X[{i}] has spatial shape {im.shape[:-1]}, smaller than n2v_patch_shape "
@@ -188,14 +205,16 @@ class N2VSequence(keras.utils.PyDataset):
     def crop_batch(self, rng: np.random.Generator) -> np.ndarray:
         """Draw one batch of normalised random patches ``(batch_size, *patch_shape, C)``.
 
-        Only the patches are read from lazy images (one slice each), and checked for NaN/Inf.
+        Only the patches are read from lazy images, through :attr:`cache` (the chunks they cover), and checked for
+        NaN/Inf.
         """
         idx = rng.choice(len(self.images), size=self.batch_size, p=self._p)
         batch = np.empty((self.batch_size,) + self.patch_shape + (self.images[0].shape[-1],), np.float32)
         for b, i in enumerate(idx):  # loop over the batch, not over pixels
             im = self.images[i]
             start = [int(rng.integers(0, s - p + 1)) for s, p in zip(im.shape[:-1], self.patch_shape)]
-            patch = np.asarray(im[tuple(slice(a, a + p) for a, p in zip(start, self.patch_shape))])  # lazy: reads it
+            region = tuple(slice(a, a + p) for a, p in zip(start, self.patch_shape)) + (slice(None),)
+            patch = self.cache.read(im, region) if self._lazy[i] else im[region]  # lazy: reads its chunks
             if self._check_finite[i] and not np.isfinite(patch).all():
                 raise ValueError(f"X[{i}]: the training patch at {tuple(start)} (shape {self.patch_shape}) contains "
                                  f"{int((~np.isfinite(patch)).sum())} NaN or Inf value(s): replace them in the image "

@@ -11,7 +11,9 @@ Everything that touches image files lives here, so that ``data`` (training data)
 - :func:`read_tiff_metadata`, :func:`write_tiff`: keep a TIFF's axes, pixel size and ImageJ/OME calibration
   from input to output;
 - :func:`open_array`, :class:`LazyArray`, :func:`block_slices`, :func:`require`: images larger than memory (TIFF,
-  Zarr, OME-Zarr) opened without reading, read region by region; optional modules imported with an install hint.
+  Zarr, OME-Zarr) opened without reading, read region by region; optional modules imported with an install hint;
+- :class:`ChunkCache`: a least-recently-used cache of decoded chunks, bounded in bytes, for the many small patch
+  reads of training.
 """
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ import glob
 import importlib
 import itertools
 import logging
+import math
 import os
+import threading
 import warnings
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +38,8 @@ import tifffile
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "PATCH_CACHE_BYTES",
+    "ChunkCache",
     "LazyArray",
     "atomic_path",
     "block_slices",
@@ -806,6 +813,9 @@ def write_tiff(path: str | os.PathLike, img: np.ndarray, axes: str | None = None
 _PIP_NAMES = {"zarr": "zarr", "dask": "dask[array]", "distributed": "distributed", "ome_zarr": "ome-zarr"}
 #: Elements of one block read by :func:`block_slices` (32 MiB in float64).
 BLOCK_ELEMENTS = 1 << 22
+#: Default byte limit of a :class:`ChunkCache` (256 MiB of decoded chunks), e.g. of the patch reads of
+#: :class:`n2v_tf.N2VSequence` from lazy images. Read when a cache is made: set it before ``N2V.train`` to change it.
+PATCH_CACHE_BYTES = 256 * 1024 ** 2
 #: NGFF axis names and types -> n2v_tf letters.
 _NGFF_NAMES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 _NGFF_TYPES = {"time": "T", "channel": "C"}
@@ -898,6 +908,174 @@ def block_slices(shape: Sequence[int], chunks: Sequence[int] | None = None,
         block[ax] = min(shape[ax], block[ax] * fit) if shape[ax] else 1
     for start in itertools.product(*(range(0, s, b) for s, b in zip(shape, block))):
         yield tuple(slice(a, min(a + b, s)) for a, b, s in zip(start, block, shape))
+
+
+def _byte_limit(value: object, name: str) -> int:
+    """A byte limit: an int >= 0 (``bool`` is not one), else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0 (bytes of decoded chunks to keep, e.g. 256 * 1024**2; 0 turns "
+                         f"the cache off), got {value!r}")
+    return int(value)
+
+
+class ChunkCache:
+    """A least-recently-used cache of decoded chunks of lazy arrays, bounded in bytes.
+
+    Random training patches are small, and each one read straight from a Zarr array or a tiled TIFF decodes every
+    chunk it touches, even chunks the previous patches just decoded. :meth:`read` reads a region chunk by chunk
+    instead: each chunk it covers is taken from the cache or read (one slice aligned to the chunk grid, clipped at
+    the array's edge) and kept, and the region is assembled from the chunks. The values are exactly those of the
+    direct read ``np.asarray(array[region])``; when the cache is full, the chunks used least recently make room.
+
+    Parameters
+    ----------
+    max_bytes : int, optional
+        Most bytes of decoded chunks held. Default: :data:`PATCH_CACHE_BYTES` (256 MiB), read when the cache is
+        made. ``0`` holds nothing: every read goes straight to the array.
+
+    Attributes
+    ----------
+    max_bytes : int
+        The byte limit.
+    nbytes : int
+        Bytes of the chunks held now (never more than ``max_bytes``).
+    hits, misses : int
+        Chunk look-ups found in the cache, and chunks read from their array.
+    direct : int
+        Reads that went straight to the array (see Notes).
+    hit_rate : float
+        ``hits / (hits + misses)``.
+
+    Raises
+    ------
+    ValueError
+        ``max_bytes`` is not an int >= 0.
+
+    Notes
+    -----
+    A region is read directly, without the cache, when the array has no chunk shape (:func:`chunk_shape`: a NumPy
+    memmap, an uncompressed TIFF), when the chunks it covers together exceed ``max_bytes``, or when it is not a
+    tuple of slices of step 1. The cache assumes that the arrays do not change while it is used, and holds a
+    reference to every array it has read from (not to its data) until :meth:`clear`, so that no array is mistaken
+    for another. Look-ups and updates take a lock, and the chunks are read outside it, so threads may share a cache
+    (two threads that miss the same chunk at once both read it). A pickled cache (a worker process) arrives empty.
+
+    Examples
+    --------
+    >>> cache = ChunkCache(max_bytes=1024)
+    >>> arr = LazyArray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))  # no chunks: read directly
+    >>> cache.read(arr, (slice(0, 2), slice(0, 3))).tolist(), cache.direct
+    ([[0, 1, 2], [64, 65, 66]], 1)
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = _byte_limit(PATCH_CACHE_BYTES if max_bytes is None else max_bytes, "max_bytes")
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        """Drop every chunk and array reference, and reset the counts."""
+        with self._lock:
+            self._chunks: OrderedDict[tuple[int, tuple[int, ...]], np.ndarray] = OrderedDict()
+            self._arrays: dict[int, Any] = {}
+            self.nbytes = self.hits = self.misses = self.direct = 0
+
+    def __len__(self) -> int:
+        """Number of chunks held."""
+        return len(self._chunks)
+
+    def __repr__(self) -> str:
+        return (f"ChunkCache(max_bytes={self.max_bytes}, nbytes={self.nbytes}, chunks={len(self)}, "
+                f"hit_rate={self.hit_rate:.3f})")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])
+
+    @property
+    def hit_rate(self) -> float:
+        """``hits / (hits + misses)``: the share of chunk look-ups found in the cache (0 before the first)."""
+        n = self.hits + self.misses
+        return self.hits / n if n else 0.0
+
+    def read(self, array: Any, region: tuple[slice, ...]) -> np.ndarray:
+        """Read ``array[region]`` through the cache.
+
+        Parameters
+        ----------
+        array : array-like
+            A lazy array (Zarr, Dask, :class:`LazyArray`, ...): ``shape``, ``dtype``, slicing, and for the cache a
+            chunk shape (:func:`chunk_shape`).
+        region : tuple of slice
+            One slice per axis (step 1), e.g. a training patch.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array, equal to ``np.asarray(array[region])``.
+        """
+        if not self.max_bytes or not isinstance(region, tuple) or not all(isinstance(k, slice) for k in region):
+            return self._direct(array, region)
+        token = id(array)
+        geometry = self._arrays.get(token)
+        if geometry is None:  # shape and chunk shape once per array (properties that cost more than a look-up)
+            chunks = chunk_shape(array)
+            geometry = (array, tuple(int(n) for n in array.shape), chunks if chunks and min(chunks) >= 1 else None,
+                        np.dtype(array.dtype).itemsize)
+            with self._lock:  # the reference keeps the id from being reused while chunks are keyed by it
+                geometry = self._arrays.setdefault(token, geometry)
+        _, shape, chunks, itemsize = geometry
+        if chunks is None or len(region) != len(shape):
+            return self._direct(array, region)
+        bounds = [k.indices(n) for k, n in zip(region, shape)]  # plain ints: a patch has few axes and chunks
+        if any(step != 1 or b <= a for a, b, step in bounds):
+            return self._direct(array, region)
+        start, stop = [a for a, _, _ in bounds], [b for _, b, _ in bounds]
+        first = [a // c for a, c in zip(start, chunks)]
+        last = [(b - 1) // c for b, c in zip(stop, chunks)]
+        covered = math.prod(min((la + 1) * c, n) - f * c for f, la, c, n in zip(first, last, chunks, shape))
+        if covered * itemsize > self.max_bytes:  # the chunks of the region would not fit together
+            return self._direct(array, region)
+        out = None
+        for index in itertools.product(*(range(f, la + 1) for f, la in zip(first, last))):
+            lo = [i * c for i, c in zip(index, chunks)]
+            hi = [min(a + c, n) for a, c, n in zip(lo, chunks, shape)]
+            chunk = self._chunk(array, (token, index), lo, hi)
+            if out is None:
+                out = np.empty([b - a for a, b in zip(start, stop)], chunk.dtype)
+            a = [max(x, y) for x, y in zip(start, lo)]  # the part of the region in this chunk
+            b = [min(x, y) for x, y in zip(stop, hi)]
+            out[tuple(slice(x - s, y - s) for x, y, s in zip(a, b, start))] = \
+                chunk[tuple(slice(x - c0, y - c0) for x, y, c0 in zip(a, b, lo))]
+        return out
+
+    def _direct(self, array: Any, region: Any) -> np.ndarray:
+        with self._lock:
+            self.direct += 1
+        return np.asarray(array[region])
+
+    def _chunk(self, array: Any, key: tuple[int, tuple[int, ...]], lo: Sequence[int], hi: Sequence[int]
+               ) -> np.ndarray:
+        """The chunk ``key`` (``array[lo:hi]``), from the cache or read and kept."""
+        with self._lock:
+            chunk = self._chunks.get(key)
+            if chunk is not None:
+                self._chunks.move_to_end(key)
+                self.hits += 1
+                return chunk
+            self.misses += 1
+        chunk = np.asarray(array[tuple(slice(a, b) for a, b in zip(lo, hi))])
+        chunk.flags.writeable = False  # shared by later reads: nobody may change it
+        with self._lock:
+            if key in self._chunks or chunk.nbytes > self.max_bytes:  # another thread was quicker, or too large
+                return chunk
+            while self._chunks and self.nbytes + chunk.nbytes > self.max_bytes:
+                self.nbytes -= self._chunks.popitem(last=False)[1].nbytes
+            self._chunks[key] = chunk
+            self.nbytes += chunk.nbytes
+        return chunk
 
 
 class LazyArray:
