@@ -17,7 +17,9 @@ Variants
     The library's recommended presets, with only the protocol's budget on top
     (``quality_data.budget_kwargs``: depth, first filters, kernel 3, learning rate, batch, epochs x steps,
     patch, masked percentage, neighbourhood radius, no TensorBoard): ``rec_n2v`` (preset 'n2v') and
-    ``rec_n2v2`` (preset 'n2v2').
+    ``rec_n2v2`` (preset 'n2v2'); ``rec_n2v_keras_bn``: preset 'n2v' with Keras' own batch-norm ops and a bias
+    before every batch norm (``train_fused_batch_norm=False, unet_conv_bias=True``, the defaults before 2026-12-02),
+    the paired control of the fused-kernel / no-bias defaults.
     ``pn2v_boot`` (fluo only): fully unsupervised PN2V: rec_n2v, its prediction of the noisy training image
     as pseudo ground truth for a bootstrapped GMM noise model (``n2v_tf.noise_models.bootstrap_noise_model``,
     the defaults of ``n2v-tf bootstrap``), then preset 'pn2v' with the same budget and ``--pn2v-samples``
@@ -52,7 +54,10 @@ TOOL = "n2v_tf"
 #: n2v 0.3.3's network (preset 'n2v-0.3') with the protocol dict of quality_data.n2v_config_kwargs
 N2V033_VARIANTS = tuple(qd.N2V_VARIANTS)
 #: the library's recommended presets with only the protocol's budget (quality_data.budget_kwargs)
-PRESET_VARIANTS = {"rec_n2v": "n2v", "rec_n2v2": "n2v2"}
+PRESET_VARIANTS = {"rec_n2v": "n2v", "rec_n2v2": "n2v2", "rec_n2v_keras_bn": "n2v"}
+#: fields a variant sets on top of its preset: ``rec_n2v_keras_bn`` is preset 'n2v' with Keras' own batch-norm ops and
+#: a bias before every batch norm (the defaults before 2026-12-02), the control of the fused-kernel/no-bias defaults
+PRESET_EXTRA = {"rec_n2v_keras_bn": dict(train_fused_batch_norm=False, unet_conv_bias=True)}
 PN2V_VARIANTS = ("pn2v_boot",)
 VARIANTS = N2V033_VARIANTS + tuple(PRESET_VARIANTS) + PN2V_VARIANTS
 ONLY_ON = {"pn2v_boot": ("fluo",)}  # variants restricted to some datasets
@@ -71,6 +76,7 @@ LABELS = {
     (TOOL, "n2v2"): "n2v_tf — N2V2 median/blurpool/skip_skipone (n2v 0.3.3 network)",
     (TOOL, "rec_n2v"): "n2v_tf — preset 'n2v'",
     (TOOL, "rec_n2v2"): "n2v_tf — preset 'n2v2'",
+    (TOOL, "rec_n2v_keras_bn"): "n2v_tf — preset 'n2v', Keras batch-norm ops + conv bias (control)",
     (TOOL, "pn2v_boot"): "n2v_tf — PN2V, bootstrapped GMM (preset 'n2v' -> 'pn2v')",
 }
 TOOL_ORDER = {"n2v033": 0, "careamics": 1, TOOL: 2}
@@ -100,7 +106,7 @@ def make_config(variant: str, X, epochs: int, spe: int, dataset: str, **extra):
     if variant in N2V033_VARIANTS:
         preset, kw = "n2v-0.3", qd.n2v_config_kwargs(variant, epochs, spe, dataset)
     elif variant in PRESET_VARIANTS:
-        preset, kw = PRESET_VARIANTS[variant], qd.budget_kwargs(epochs, spe, dataset)
+        preset, kw = PRESET_VARIANTS[variant], dict(qd.budget_kwargs(epochs, spe, dataset), **PRESET_EXTRA.get(variant, {}))
     else:
         raise KeyError(variant)
     kw.update(extra)
