@@ -1,4 +1,7 @@
 """One normalisation (issue 12): training data, validation data, predict and the exported package agree."""
+import zipfile
+
+import keras
 import numpy as np
 import pytest
 
@@ -50,9 +53,6 @@ def test_package_and_predict_agree_for_tiny_std(tmp_path):
     raw = predict(model=str(path), inputs=x[None, ..., None], skip_postprocessing=True)
     # the package's network, loaded by plain Keras (its batch norm is Keras' own, not the fused kernel our
     # in-memory model runs, which rounds differently in the last bit), on the input our predict computes
-    import zipfile
-
-    import keras
     with zipfile.ZipFile(path) as z:
         z.extract("n2v_model.keras", tmp_path / "unzipped")
     plain = keras.saving.load_model(tmp_path / "unzipped" / "n2v_model.keras", compile=False)
