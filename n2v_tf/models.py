@@ -562,8 +562,11 @@ class N2V(CARE):
                 callbacks.append(state)
             with _op_determinism(seed is not None), self._strategy_scope(), \
                     _multi_worker_fit(self.keras_model, strategy, val_data):
+                stream = train_data.tf_dataset(initial_epoch)
+                if strategy is None:
+                    _build_training_state(self.keras_model, stream.element_spec)
                 try:
-                    history = self.keras_model.fit(train_data.tf_dataset(initial_epoch),
+                    history = self.keras_model.fit(stream,
                                                    steps_per_epoch=len(train_data), validation_data=val_data,
                                                    epochs=epochs, initial_epoch=initial_epoch,
                                                    validation_batch_size=c.train_batch_size, callbacks=callbacks,
@@ -974,6 +977,22 @@ def _even_validation(val_data: tuple[np.ndarray, np.ndarray], replicas: int) -> 
     warnings.warn(f"validation: {n % replicas} of {n} validation patches left out, so that each of the {replicas} "
                   "replicas gets the same number", stacklevel=3)
     return tuple(v[:n - n % replicas] for v in val_data)
+
+
+def _build_training_state(model: keras.Model, batch_spec) -> None:
+    """Create the optimizer's and the compiled metrics' variables before ``fit`` traces its training step.
+
+    Without a distribution strategy Keras 3 defers this to the first trace of the step function; a
+    ``tf.function`` that creates variables is traced twice (once to create them, once more to run), so every
+    training paid for a second trace of the whole forward/backward/Adam graph (about 4 s for a tiny network on
+    2 CPU cores, more for a real one). Building them here, symbolically from the shapes of the batch stream
+    (``batch_spec``, the ``element_spec`` of the ``tf.data`` stream), leaves one trace; the variables start with
+    the same values (zeros), so the training is unchanged. Uses Keras' own ``Trainer._symbolic_build`` (what
+    ``fit`` runs under a strategy); a Keras without it keeps the old behaviour.
+    """
+    build = getattr(model, "_symbolic_build", None)
+    if build is not None:
+        build(data_batch=batch_spec)
 
 
 @contextlib.contextmanager
