@@ -30,6 +30,20 @@ class _nullcontext:
         return False
 
 
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_training_traces_its_step_once(n_dim, tmp_path):
+    # Keras 3 creates optimizer and metric variables inside the first trace unless they exist before fit, and a
+    # tf.function that creates variables is traced twice; N2V.train builds them first (one trace, not two)
+    _, noisy = smooth_image((48, 48) if n_dim == 2 else (16, 32, 32))
+    X = noisy[None, ..., None]
+    model = N2V(tiny_config(X, train_epochs=2, train_steps_per_epoch=2), "m", basedir=str(tmp_path))
+    traces, step = [], model.keras_model.train_step
+    model.keras_model.train_step = lambda data: (traces.append(1), step(data))[1]
+    model.train(X, X, verbose=0, seed=0)
+    assert len(traces) == 1
+    assert model.keras_model.optimizer.built and int(model.keras_model.optimizer.iterations) == 4
+
+
 def test_name_none_and_history_has_lr(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, noisy = smooth_image((64, 64))
