@@ -65,7 +65,7 @@ def test_short_training_improves_psnr(n_dim, n2v2, tmp_path):
     clean, noisy = smooth_image((96, 96) if n_dim == 2 else (16, 48, 48))
     X = noisy[None, ..., None]
     extra = dict(blurpool=True, skip_skipone=True, n2v_manipulator="median") if n2v2 else {}
-    config = tiny_config(X, train_epochs=2, train_steps_per_epoch=40 if n_dim == 2 else 25, train_batch_size=8,
+    config = tiny_config(X, train_epochs=2, train_steps_per_epoch=40 if n_dim == 2 else 12, train_batch_size=8,
                          train_learning_rate=0.002, batch_norm=False,
                          n2v_patch_shape=(32, 32) if n_dim == 2 else (8, 32, 32), **extra)
     model = N2V(config, "m", basedir=str(tmp_path))

@@ -47,6 +47,7 @@ def same_likelihoods(a, b, lo, hi):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bootstrap_pipeline_2d_then_reuse_n2v(tmp_path, monkeypatch):
     """N2V -> GMM -> PN2V; then reuse_n2v=True: a histogram, the default PN2V config, N2V left as it was."""
     X, X_val, imgs, axes = data(2)

@@ -65,7 +65,7 @@ def test_mixed_precision_trains_keeps_float32_io_and_quality(tmp_path):
     psnr, init = {}, None
     for policy in (None, "mixed_bfloat16"):
         config = N2VConfig(X, unet_n_depth=2, unet_n_first=8, unet_kern_size=3, train_batch_size=8,
-                           n2v_patch_shape=(32, 32), n2v_perc_pix=1.5, train_epochs=8, train_steps_per_epoch=25,
+                           n2v_patch_shape=(32, 32), n2v_perc_pix=1.5, train_epochs=4, train_steps_per_epoch=25,
                            train_learning_rate=2e-3, train_tensorboard=False, train_mixed_precision=policy)
         model = N2V(config, f"m_{policy}", basedir=str(tmp_path))
         if init is None:
@@ -83,7 +83,7 @@ def test_mixed_precision_trains_keeps_float32_io_and_quality(tmp_path):
             reloaded = N2V(None, f"m_{policy}", basedir=str(tmp_path))
             assert reloaded.config.train_mixed_precision == policy
             np.testing.assert_allclose(reloaded.predict(noisy[2], "YX"), pred, atol=1e-4 * np.ptp(pred))
-    noisy_psnr = _psnr(clean[2], noisy[2])  # 16.5 dB; both policies reach 24-27 dB, depending on the start
+    noisy_psnr = _psnr(clean[2], noisy[2])  # 16.5 dB; both policies reach 26-27 dB in 100 steps
     assert psnr[None] > noisy_psnr + 6 and psnr["mixed_bfloat16"] > noisy_psnr + 6, psnr
     # bfloat16 keeps 8 bits of mantissa: on this tiny, short training runs differ by up to about 1 dB either way
     # (benchmarks/bench_precision.py measures the difference on the quality protocol)

@@ -148,6 +148,7 @@ def _learning_rates(config, tmp_path, name):
     return np.array(history.history["lr"])
 
 
+@pytest.mark.slow
 def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
     X = np.zeros((1, 32, 32, 1), np.float32) + np.arange(32, dtype=np.float32)[:, None]
     epochs, steps, lr = 3, 4, 1e-3

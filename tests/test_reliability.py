@@ -207,6 +207,7 @@ def _fresh(tmp_path, name, X, seed=7, **kwargs):
     return N2V(tiny_config(X, train_epochs=3, train_steps_per_epoch=3, **kwargs), name, basedir=tmp_path)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_completed_epochs_and_resume_continues_exactly(tmp_path):
     X, X_val = _data()
     reference = _fresh(tmp_path, "uninterrupted", X)
@@ -246,6 +247,7 @@ def test_resume_without_state_says_why(tmp_path):
         model.train(X, X_val, verbose=0, resume=True)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_learning_rate_schedule(tmp_path):
     X, X_val = _data()
     model = _fresh(tmp_path, "lr", X, train_reduce_lr={"factor": 0.5, "patience": 1, "min_delta": 1e9})
@@ -256,6 +258,7 @@ def test_resume_continues_the_learning_rate_schedule(tmp_path):
     assert history.history["lr"][0] <= lr < model.config.train_learning_rate
 
 
+@pytest.mark.slow
 def test_seeded_training_is_reproducible(tmp_path):
     X, X_val = _data()
     runs = []

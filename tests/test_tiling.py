@@ -48,6 +48,7 @@ def test_fold_batch_norm_predicts_the_same_with_builtin_layers(n_dim, blurpool):
     assert fold_batch_norm(build_unet(n_dim, 1, 1, 3, 4, batch_norm=False)).count_params() > 0  # nothing to fold
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_dim", (2, 3))
 @pytest.mark.parametrize("tta", (False, True))
 def test_engine_tiled_equals_untiled_and_traces_once(n_dim, tta):
