@@ -237,6 +237,12 @@ def test_demo_quick(tmp_path, capsys):
     assert 15 < values[0] < 30                          # the shipped noisy image: about 21.8 dB
     den = tifffile.imread(tmp_path / "demo" / "nuclei_n2v2.tif")
     assert den.shape == (256, 256) and den.dtype == np.float32
+    assert "with the last weights" in out
+    from n2v_tf import N2V
+    model = N2V(None, "n2v2_demo", basedir=str(tmp_path / "demo" / "models"))
+    model.load_weights("weights_last.h5")  # the demo's image is the last weights' prediction
+    noisy = cli.load_demo_data()[0]
+    np.testing.assert_allclose(den, model.predict(noisy, "YX"), atol=1e-5 * np.ptp(den))
     with Image.open(tmp_path / "demo" / "nuclei_noisy_denoised_clean.png") as png:
         assert png.size[0] > 3 * 256 and png.size[1] == 256
 
