@@ -46,6 +46,16 @@ def unet(fmt: str, depth: int = 2, n_first: int = 32) -> keras.Model:
     return keras.Model(inp, out)
 
 
+def seconds_per_call(fn, warmup: int, repeats: int) -> float:
+    """Mean wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("format", choices=("channels_last", "channels_first"))
@@ -59,18 +69,8 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     net = unet(a.format)
     net.compile(optimizer=keras.optimizers.Adam(4e-4), loss="mse")
-    for _ in range(3):
-        net.train_on_batch(x, x)
-    t = time.perf_counter()
-    for _ in range(a.steps):
-        net.train_on_batch(x, x)
-    step = (time.perf_counter() - t) / a.steps
-    for _ in range(2):
-        net.predict_on_batch(img)
-    t = time.perf_counter()
-    for _ in range(5):
-        net.predict_on_batch(img)
-    pred = (time.perf_counter() - t) / 5
+    step = seconds_per_call(lambda: net.train_on_batch(x, x), 3, a.steps)
+    pred = seconds_per_call(lambda: net.predict_on_batch(img), 2, 5)
     print(f"{a.format}: train_on_batch {step:.3f} s/step, predict 512x512 {pred:.3f} s ({net.count_params():,} params)")
 
 
