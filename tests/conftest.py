@@ -46,12 +46,6 @@ def tiny_config(X, **kwargs):
     return N2VConfig(X, **defaults)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the tests marked slow first (stable order otherwise): with several xdist workers the long ones then
-    start early instead of ending the run on one worker while the other has nothing left to do."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     import keras
