@@ -15,11 +15,15 @@ Result (2026-12-03, 2 vCPU AMD EPYC, AVX2, TensorFlow 2.21.0, Keras 3.15.1): ``c
 gradient refuses it (``Conv2DCustomBackpropFilterOp only supports NHWC``). So NHWC stays the only layout.
 """
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_worker import timed  # noqa: E402  (imports neither TensorFlow nor torch)
 
 
 def conv_bn(x, n, fmt):
@@ -46,16 +50,6 @@ def unet(fmt: str, depth: int = 2, n_first: int = 32) -> keras.Model:
     return keras.Model(inp, out)
 
 
-def seconds_per_call(fn, warmup: int, repeats: int) -> float:
-    """Mean wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t) / repeats
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("format", choices=("channels_last", "channels_first"))
@@ -69,8 +63,8 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     net = unet(a.format)
     net.compile(optimizer=keras.optimizers.Adam(4e-4), loss="mse")
-    step = seconds_per_call(lambda: net.train_on_batch(x, x), 3, a.steps)
-    pred = seconds_per_call(lambda: net.predict_on_batch(img), 2, 5)
+    step = timed(lambda: net.train_on_batch(x, x), a.steps, warmup=3)
+    pred = timed(lambda: net.predict_on_batch(img), 5, warmup=2)
     print(f"{a.format}: train_on_batch {step:.3f} s/step, predict 512x512 {pred:.3f} s ({net.count_params():,} params)")
 
 

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from n2v_tf import cli
+from n2v_tf import N2V, cli
 from n2v_tf.cli import main
 
 TINY = ["--epochs", "1", "--steps", "2", "--batch-size", "2", "--n-first", "4", "--depth", "1", "--verbose", "0"]
@@ -238,7 +238,6 @@ def test_demo_quick(tmp_path, capsys):
     den = tifffile.imread(tmp_path / "demo" / "nuclei_n2v2.tif")
     assert den.shape == (256, 256) and den.dtype == np.float32
     assert "with the last weights" in out
-    from n2v_tf import N2V
     model = N2V(None, "n2v2_demo", basedir=str(tmp_path / "demo" / "models"))
     model.load_weights("weights_last.h5")  # the demo's image is the last weights' prediction
     noisy = cli.load_demo_data()[0]
