@@ -1,0 +1,124 @@
+"""One-off check (issue 13): the speed protocol's convolutions, one layer at a time, in each tool's framework.
+
+Forward, input gradient, filter gradient and all three together for every convolution of the protocol's U-Net
+(n2v 0.3.3's network: depth 2, 32 filters, kernel 3, batch 16, 64x64 patches), as bare TensorFlow ops
+(``tf.nn.conv2d`` and its two backprop kernels inside ``tf.function``) or PyTorch ``Conv2d`` (forward, and
+forward + backward). Run it in each virtualenv, one after the other, then print the table::
+
+    /work/venv/bin/python benchmarks/experiment_conv_kernels.py tf > /tmp/conv_tf221.json
+    /work/venvs/n2v033/bin/python benchmarks/experiment_conv_kernels.py tf > /tmp/conv_tf215.json
+    /work/venvs/careamics/bin/python benchmarks/experiment_conv_kernels.py torch > /tmp/conv_torch.json
+    python3 benchmarks/experiment_conv_kernels.py table /tmp/conv_tf221.json /tmp/conv_tf215.json /tmp/conv_torch.json
+
+It answers whether a gap in the network step between the tools is in the convolution kernels or around them
+(batch norm, the executor, the optimiser).
+"""
+import json
+import sys
+import time
+
+import numpy as np
+
+# (height = width, input channels, output channels, kernel) of every convolution of the protocol's U-Net
+SHAPES = [(64, 1, 32, 3), (64, 32, 32, 3), (32, 32, 64, 3), (32, 64, 64, 3), (16, 64, 128, 3), (16, 128, 64, 3),
+          (32, 128, 64, 3), (32, 64, 32, 3), (64, 64, 32, 3), (64, 32, 32, 3), (64, 32, 1, 1)]
+BATCH = 16
+REPEATS = 20
+
+
+def _ms(fn, n: int = REPEATS) -> float:
+    fn()
+    fn()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n * 1e3
+
+
+def run_tf() -> list[dict]:
+    import tensorflow as tf
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for h, ci, co, k in SHAPES:
+        x = tf.constant(rng.random((BATCH, h, h, ci), np.float32))
+        w = tf.Variable(rng.random((k, k, ci, co), np.float32))
+        dy = tf.ones((BATCH, h, h, co))
+        fwd = tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME"))
+        b_in = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
+        b_w = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
+
+        @tf.function
+        def both():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME"))
+            return tape.gradient(loss, [x, w])
+
+        def sync(f):
+            return lambda: np.asarray(tf.nest.flatten(f())[0])
+
+        rows.append(dict(shape=[h, ci, co, k], fwd=_ms(sync(fwd)), bwd_input=_ms(sync(b_in)),
+                         bwd_filter=_ms(sync(b_w)), all=_ms(sync(both))))
+    return rows
+
+
+def run_torch() -> list[dict]:
+    import torch
+
+    torch.manual_seed(0)
+    rows = []
+    for h, ci, co, k in SHAPES:
+        x = torch.rand(BATCH, ci, h, h, requires_grad=True)
+        conv = torch.nn.Conv2d(ci, co, k, padding=k // 2, bias=False)
+
+        def fwd():
+            with torch.no_grad():
+                conv(x)
+
+        def both():
+            x.grad = None
+            conv.weight.grad = None
+            conv(x).sum().backward()
+
+        rows.append(dict(shape=[h, ci, co, k], fwd=_ms(fwd), all=_ms(both)))
+    return rows
+
+
+def table(paths: list[str]) -> None:
+    runs = [(p, json.load(open(p))) for p in paths]
+    cols = ("fwd", "bwd_input", "bwd_filter", "all")
+    head = ["layer (H, Cin, Cout, k)"] + [f"{p.rsplit('/', 1)[-1]} {c}" for p, r in runs for c in cols
+                                         if c in r["rows"][0]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for i, shape in enumerate(SHAPES):
+        cells = [str(tuple(shape))] + [f"{r['rows'][i][c]:.1f}" for _, r in runs for c in cols if c in r["rows"][0]]
+        print("| " + " | ".join(cells) + " |")
+    tot = ["**sum**"] + [f"{sum(row[c] for row in r['rows']):.1f}" for _, r in runs for c in cols
+                         if c in r["rows"][0]]
+    print("| " + " | ".join(tot) + " |")
+    for p, r in runs:
+        print(f"- {p}: {r['versions']}")
+
+
+def main() -> int:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "tf"
+    if mode == "table":
+        table(sys.argv[2:])
+        return 0
+    if mode == "tf":
+        import tensorflow as tf
+        rows, versions = run_tf(), f"tensorflow {tf.__version__}"
+    else:
+        import torch
+        torch.set_num_threads(2)
+        rows, versions = run_torch(), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    print(json.dumps(dict(rows=rows, versions=versions)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
