@@ -15,9 +15,12 @@ It answers whether a gap in the network step between the tools is in the convolu
 """
 import json
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_worker import timed  # noqa: E402
 
 # (height = width, input channels, output channels, kernel) of every convolution of the protocol's U-Net
 SHAPES = [(64, 1, 32, 3), (64, 32, 32, 3), (32, 32, 64, 3), (32, 64, 64, 3), (16, 64, 128, 3), (16, 128, 64, 3),
@@ -26,13 +29,9 @@ BATCH = 16
 REPEATS = 20
 
 
-def _ms(fn, n: int = REPEATS) -> float:
-    fn()
-    fn()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n * 1e3
+def _ms(fn) -> float:
+    """Milliseconds per call of ``fn()`` (``REPEATS`` calls after two untimed ones)."""
+    return 1e3 * timed(fn, REPEATS, warmup=2)
 
 
 def run_tf() -> list[dict]:
