@@ -87,18 +87,17 @@ def run_torch() -> list[dict]:
 
 
 def table(paths: list[str]) -> None:
+    """Print one Markdown table of the JSON files ``run_tf``/``run_torch`` wrote (the columns each file has)."""
     runs = [(p, json.load(open(p))) for p in paths]
-    cols = ("fwd", "bwd_input", "bwd_filter", "all")
-    head = ["layer (H, Cin, Cout, k)"] + [f"{p.rsplit('/', 1)[-1]} {c}" for p, r in runs for c in cols
-                                         if c in r["rows"][0]]
+    cols = [(p, r, [c for c in ("fwd", "bwd_input", "bwd_filter", "all") if c in r["rows"][0]]) for p, r in runs]
+    head = ["layer (H, Cin, Cout, k)"] + [f"{p.rsplit('/', 1)[-1]} {c}" for p, _, cs in cols for c in cs]
+    rows = [[str(tuple(shape))] + [f"{r['rows'][i][c]:.1f}" for _, r, cs in cols for c in cs]
+            for i, shape in enumerate(SHAPES)]
+    rows.append(["**sum**"] + [f"{sum(row[c] for row in r['rows']):.1f}" for _, r, cs in cols for c in cs])
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for i, shape in enumerate(SHAPES):
-        cells = [str(tuple(shape))] + [f"{r['rows'][i][c]:.1f}" for _, r in runs for c in cols if c in r["rows"][0]]
+    for cells in rows:
         print("| " + " | ".join(cells) + " |")
-    tot = ["**sum**"] + [f"{sum(row[c] for row in r['rows']):.1f}" for _, r in runs for c in cols
-                         if c in r["rows"][0]]
-    print("| " + " | ".join(tot) + " |")
     for p, r in runs:
         print(f"- {p}: {r['versions']}")
 
