@@ -32,7 +32,9 @@ itself can never be its own replacement -- n2v's ``uniform_withoutCP``-like,
 not n2v's default ``uniform_withCP``), loss = masked MSE, normalisation mean/std
 of the training data (CAREamics default).  Augmentations are DISABLED
 (``augmentations=[]``; CAREamics' default would be flips + 90 degree rotations)
-because n2v 0.3.3's training wrapper does not augment either.  Our explicit
+because n2v 0.3.3's training wrapper does not augment either; variant ``uniform_aug`` keeps
+CAREamics' default augmentations (``augmentations=None``), the reference for n2v_tf trained with
+``train_augment=True``.  Our explicit
 validation patches replace CAREamics' ``n_val_patches``.  ReduceLROnPlateau
 (torch defaults, patience 10) cannot trigger within 10 epochs.  CAREamics'
 default N2V checkpointing keeps the last epoch (and every 10th) and predicts
@@ -58,7 +60,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_data as qd  # noqa: E402
 
 TOOL = "careamics"
-VARIANTS = {"uniform": dict(use_n2v2=False), "n2v2": dict(use_n2v2=True)}
+#: ``uniform``/``n2v2``: no augmentation (the protocol); ``uniform_aug``: CAREamics' default augmentations (random
+#: flips and 90-degree rotations in XY, ``augmentations=None``), the reference for n2v_tf presets with train_augment
+VARIANTS = {"uniform": dict(use_n2v2=False, augmentations=[]), "n2v2": dict(use_n2v2=True, augmentations=[]),
+            "uniform_aug": dict(use_n2v2=False, augmentations=None)}
 
 
 def _ensure_torchvision() -> str:
@@ -153,7 +158,6 @@ def config_kwargs(name: str, variant: str, epochs: int, steps_per_epoch: int, se
         batch_size=p["train_batch_size"],
         num_epochs=int(epochs),
         num_steps=int(steps_per_epoch),
-        augmentations=[],
         roi_size=2 * p["n2v_neighborhood_radius"] + 1,
         masked_pixel_percentage=p["n2v_perc_pix"],
         model_params=dict(depth=p["unet_n_depth"], num_channels_init=p["unet_n_first"],

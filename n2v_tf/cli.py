@@ -292,7 +292,8 @@ def _config_from_args(args: argparse.Namespace, train: list[np.ndarray], patch: 
                         steps=args.steps if steps is None else steps, batch_size=args.batch_size, depth=args.depth,
                         kernel_size=args.kernel_size, n_first=args.n_first, perc_pix=args.perc_pix,
                         learning_rate=args.learning_rate, tensorboard=args.tensorboard,
-                        struct_mask=args.struct_mask, **extra)
+                        struct_mask=args.struct_mask,
+                        **({} if getattr(args, "augment", None) is None else {"train_augment": args.augment}), **extra)
 
 
 def _check_single_channel(images: Sequence[tuple[str, np.ndarray]], axes: str, what: str) -> None:
@@ -1395,6 +1396,9 @@ def _add_training_args(t: argparse.ArgumentParser, preset: str) -> None:
     t.add_argument("--perc-pix", type=float, default=0.198, help="percentage of blind-spot pixels per patch")
     t.add_argument("--learning-rate", type=float, default=0.0004, help="Adam learning rate")
     t.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to DIR/NAME/logs")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the training patches in random 90-degree rotations and flips of the YX plane "
+                        "(default: the preset's choice)")
     t.add_argument("--struct-mask", default=None, metavar="MASK",
                    help="structN2V mask: AXIS:SPAN (e.g. X:9) or the literal printed by 'n2v-tf analyze-noise'")
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,

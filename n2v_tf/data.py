@@ -139,7 +139,8 @@ class N2VSequence(keras.utils.PyDataset):
     means, stds : sequence of float, optional
         Per-channel normalisation applied to each patch (default none).
     augment : bool
-        Random 90-degree rotations and flips in the YX plane.
+        Draw each patch in a random one of the 8 orientations of its YX plane (90-degree rotations, flips); a
+        non-square YX patch in one of the 4 that keep its shape (rotation by 0 or 180 degrees, flip along X).
     seed : int, optional
         Base seed; ``None`` draws one.
     cache_bytes : int, optional
@@ -219,9 +220,9 @@ class N2VSequence(keras.utils.PyDataset):
                 raise ValueError(f"X[{i}]: the training patch at {tuple(start)} (shape {self.patch_shape}) contains "
                                  f"{int((~np.isfinite(patch)).sum())} NaN or Inf value(s): replace them in the image "
                                  "(e.g. with its median) or leave the image out")
-            if self.augment:
-                patch = np.rot90(patch, int(rng.integers(4)), axes=(-3, -2)) if patch.shape[-3] == patch.shape[-2] \
-                    else patch
+            if self.augment:  # one of the 8 YX orientations (a non-square YX plane: the 4 that keep its shape)
+                k = int(rng.integers(4))
+                patch = np.rot90(patch, k if patch.shape[-3] == patch.shape[-2] else 2 * (k % 2), axes=(-3, -2))
                 if rng.random() < 0.5:
                     patch = patch[..., ::-1, :]
             batch[b] = patch

@@ -543,7 +543,8 @@ class N2V(CARE):
         masking = {"perc_pix": c.n2v_perc_pix, "manipulator": c.n2v_manipulator, "radius": c.n2v_neighborhood_radius,
                    "struct_mask": struct, "means": means, "stds": stds}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
-                                 batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed, **masking)
+                                 batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
+                                 augment=bool(getattr(c, "train_augment", False)), **masking)
         val_data = validation_data(validation_X if isinstance(validation_X, np.ndarray) or is_lazy(validation_X)
                                    else val_imgs, c.n2v_patch_shape, div_by=2 ** c.unet_n_depth, **masking)
         val_data = _even_validation(val_data, replicas)

@@ -645,3 +645,15 @@ def test_export_errors_exit_2(tmp_path, capsys):
                  "--test-img", str(tmp_path / "x.tif")]) == 2
     assert "missing_model" in error_line(capsys) or "model" in error_line(capsys)
     assert not (tmp_path / "out.zip").exists()
+
+
+@pytest.mark.parametrize("flag, expected", (([], "preset"), (["--augment"], True), (["--no-augment"], False)))
+@pytest.mark.parametrize("preset", ("n2v", "n2v2", "n2v-0.3"))
+def test_train_augment_flag_overrides_the_preset(flag, expected, preset, tmp_path):
+    from n2v_tf.config import PRESETS
+    args = cli.build_parser().parse_args(["train", "x.tif", "--model-dir", str(tmp_path), "--name", "m",
+                                          "--preset", preset] + flag)
+    train = [np.random.default_rng(0).normal(size=(64, 64, 1)).astype(np.float32)]
+    config = cli._config_from_args(args, train, (32, 32))
+    want = PRESETS[preset].get("train_augment", False) if expected == "preset" else expected
+    assert config.train_augment is want

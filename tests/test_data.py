@@ -85,3 +85,35 @@ def test_data_generator_loads_and_patches(tmp_path):
     (tmp_path / "broken.tif").write_bytes(b"not a tiff")
     with pytest.raises(ValueError, match="cannot read"):
         gen.load_imgs([str(tmp_path / "broken.tif")], dims="YX")
+
+
+def _orientations(patch: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations/flips of the YX plane of ``patch`` (axes ``(..., Y, X, C)``) that keep its shape."""
+    out = []
+    for k in range(4):
+        for flip in (False, True):
+            p = np.rot90(patch, k, axes=(-3, -2))
+            p = p[..., ::-1, :] if flip else p
+            if p.shape == patch.shape and not any(np.array_equal(p, q) for q in out):
+                out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+@pytest.mark.parametrize("yx", ((8, 8), (8, 12)))
+def test_sequence_augment_draws_every_orientation_of_the_yx_plane(n_dim, yx):
+    shape = (4,) * (n_dim - 2) + yx
+    img = np.arange(np.prod(shape), dtype=np.float32).reshape(shape + (1,))  # every pixel different
+    expected = _orientations(img)
+    assert len(expected) == (8 if yx[0] == yx[1] else 4)
+    seq = N2VSequence([img], shape, batch_size=64, perc_pix=5.0, steps_per_epoch=2, seed=3, augment=True)
+    seen = set()
+    for i in range(len(seq)):
+        _, y = seq[i]
+        for patch in y[..., :1]:  # the targets: the (augmented) crops, not normalised (means 0, stds 1)
+            match = [j for j, e in enumerate(expected) if np.array_equal(patch, e)]
+            assert len(match) == 1, "an augmented patch is not an orientation of the image"
+            seen.add(match[0])
+    assert seen == set(range(len(expected)))  # 128 draws: every orientation appears
+    plain = N2VSequence([img], shape, batch_size=8, perc_pix=5.0, steps_per_epoch=1, seed=3)
+    assert all(np.array_equal(p, img) for p in plain[0][1][..., :1])

@@ -1,4 +1,5 @@
 """N2V model: n2v 0.3.3 folders, training, tiling, TTA, bad input, model-folder safety."""
+import json
 import shutil
 
 import numpy as np
@@ -171,3 +172,22 @@ def test_invalid_config_lists_every_field(tmp_path):
     with pytest.raises(ValueError, match=r"n2v_patch_shape.*train_epochs|train_epochs.*n2v_patch_shape"):
         N2V(config, "x", basedir=str(tmp_path))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("augment", (False, True))
+def test_train_augment_reaches_the_training_sequence(augment, tmp_path, monkeypatch):
+    import n2v_tf.models as models_module
+    made = []
+
+    class Recording(models_module.N2VSequence):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(models_module, "N2VSequence", Recording)
+    X = np.random.default_rng(0).normal(size=(6, 32, 32, 1)).astype(np.float32)
+    config = tiny_config(X, train_epochs=1, train_steps_per_epoch=2, train_augment=augment)
+    N2V(config, "aug", basedir=str(tmp_path)).train(X[:4], X[4:], verbose=0, seed=0)
+    assert len(made) == 1 and made[0].augment is augment
+    saved = json.loads((tmp_path / "aug" / "config.json").read_text())
+    assert saved["train_augment"] is augment

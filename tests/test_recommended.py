@@ -165,6 +165,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
 
 def test_invalid_new_fields_are_named():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
-    bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear").invalid_fields()
-    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule"}
+    bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear",
+                    train_augment="yes").invalid_fields()
+    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment"}
     assert "'bilinear'" in bad["unet_upsampling"] and "'linear'" in bad["unet_upsampling"]
