@@ -55,16 +55,20 @@ TOOL = "n2v_tf"
 N2V033_VARIANTS = tuple(qd.N2V_VARIANTS)
 #: the library's recommended presets with only the protocol's budget (quality_data.budget_kwargs)
 PRESET_VARIANTS = {"rec_n2v": "n2v", "rec_n2v2": "n2v2", "rec_n2v_keras_bn": "n2v", "rec_n2v_p15": "n2v",
-                   "rec_n2v_aug": "n2v", "rec_n2v_noaug": "n2v", "rec_n2v2_noaug": "n2v2"}
+                   "rec_n2v_aug": "n2v", "rec_n2v_noaug": "n2v", "rec_n2v2_noaug": "n2v2", "rec_n2v_bf16": "n2v",
+                   "rec_n2v_aug_bf16": "n2v"}
 #: fields a variant sets on top of its preset: ``rec_n2v_keras_bn`` is preset 'n2v' with Keras' own batch-norm ops and
 #: a bias before every batch norm (the defaults before 2026-12-02), the control of the fused-kernel/no-bias defaults
 #: ``rec_n2v_p15`` masks n2v 0.3.x's default 1.5 % of the pixels of a patch instead of the protocol's 0.198 %
 #: ``rec_n2v_aug`` / ``rec_n2v_noaug`` / ``rec_n2v2_noaug``: the preset with on-the-fly flips/rotations of the
-#: training patches (``train_augment``) switched on / off, whatever the preset's default is
+#: training patches (``train_augment``) switched on / off, whatever the preset's default is; ``rec_n2v_bf16`` /
+#: ``rec_n2v_aug_bf16``: trained with ``train_mixed_precision='mixed_bfloat16'``
 PRESET_EXTRA = {"rec_n2v_keras_bn": dict(train_fused_batch_norm=False, unet_conv_bias=True),
                 "rec_n2v_p15": dict(n2v_perc_pix=1.5),
                 "rec_n2v_aug": dict(train_augment=True), "rec_n2v_noaug": dict(train_augment=False),
-                "rec_n2v2_noaug": dict(train_augment=False)}
+                "rec_n2v2_noaug": dict(train_augment=False),
+                "rec_n2v_bf16": dict(train_mixed_precision="mixed_bfloat16"),
+                "rec_n2v_aug_bf16": dict(train_augment=True, train_mixed_precision="mixed_bfloat16")}
 PN2V_VARIANTS = ("pn2v_boot",)
 VARIANTS = N2V033_VARIANTS + tuple(PRESET_VARIANTS) + PN2V_VARIANTS
 ONLY_ON = {"pn2v_boot": ("fluo",)}  # variants restricted to some datasets
@@ -88,6 +92,8 @@ LABELS = {
     (TOOL, "rec_n2v_aug"): "n2v_tf — preset 'n2v', on-the-fly flips/rotations",
     (TOOL, "rec_n2v_noaug"): "n2v_tf — preset 'n2v', no flips/rotations",
     (TOOL, "rec_n2v2_noaug"): "n2v_tf — preset 'n2v2', no flips/rotations",
+    (TOOL, "rec_n2v_bf16"): "n2v_tf — preset 'n2v', mixed_bfloat16",
+    (TOOL, "rec_n2v_aug_bf16"): "n2v_tf — preset 'n2v', flips/rotations, mixed_bfloat16",
     (TOOL, "pn2v_boot"): "n2v_tf — PN2V, bootstrapped GMM (preset 'n2v' -> 'pn2v')",
 }
 TOOL_ORDER = {"n2v033": 0, "careamics": 1, TOOL: 2}

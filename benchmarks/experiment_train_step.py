@@ -6,6 +6,7 @@ n2v_tf's implementation defaults: fused batch norm, no bias before it), one mode
     for m in raw tob fit_fixed fit_seq; do /work/venv/bin/python benchmarks/experiment_train_step.py $m; done
     /work/venv/bin/python benchmarks/experiment_train_step.py tob --jit          # XLA
     /work/venv/bin/python benchmarks/experiment_train_step.py tob --threads 2 1  # intra / inter op threads
+    /work/venv/bin/python benchmarks/experiment_train_step.py tob --precision mixed_bfloat16
     TF_ENABLE_ONEDNN_OPTS=0 /work/venv/bin/python benchmarks/experiment_train_step.py tob
 
 Modes: ``raw`` a bare ``tf.function`` (forward, masked MSE, backward, Adam); ``tob`` ``keras_model.train_on_batch``
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--no-metrics", action="store_true")
     ap.add_argument("--threads", nargs=2, type=int, metavar=("INTRA", "INTER"))
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
+                    help="train_mixed_precision of the network (float32 weights, loss and output either way)")
     a = ap.parse_args()
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads[0])
@@ -40,7 +43,8 @@ def main() -> None:
     X = rng.normal(100, 30, (64, 64, 64, 1)).astype("float32")
     config = N2VConfig.preset("n2v-0.3", X, unet_kern_size=3, unet_n_first=32, unet_n_depth=2, train_batch_size=16,
                               n2v_patch_shape=(64, 64), n2v_perc_pix=0.198, train_loss="mse", train_tensorboard=False,
-                              train_fused_batch_norm=True, unet_conv_bias=False)
+                              train_fused_batch_norm=True, unet_conv_bias=False,
+                              train_mixed_precision=None if a.precision == "float32" else a.precision)
     seq = N2VSequence(X, (64, 64), batch_size=16, perc_pix=0.198, manipulator="uniform_withCP", radius=5,
                       steps_per_epoch=a.steps, means=np.array([100.0], np.float32),
                       stds=np.array([30.0], np.float32), seed=0)
@@ -80,7 +84,7 @@ def main() -> None:
             loss = step(xt, yt)
         loss.numpy()
         s = (time.perf_counter() - t) / a.steps
-    print(f"{a.mode}{' jit' if a.jit else ''}{' no-metrics' if a.no_metrics else ''}"
+    print(f"{a.mode} {a.precision}{' jit' if a.jit else ''}{' no-metrics' if a.no_metrics else ''}"
           f"{' threads %d/%d' % tuple(a.threads) if a.threads else ''}: {s:.4f} s/step")
 
 

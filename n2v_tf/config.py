@@ -37,7 +37,7 @@ def denormalize(y: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarra
 
 
 #: Accepted values of ``N2VConfig.train_mixed_precision`` (``None``: float32).
-MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
+MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16", "auto")
 #: Decoder upsampling modes of the U-Net (``N2VConfig.unet_upsampling``; see :func:`n2v_tf.nets.build_unet`).
 UPSAMPLINGS = ("nearest", "linear")
 #: Weight initialisations of the U-Net's convolutions (``N2VConfig.unet_init``).
@@ -227,9 +227,12 @@ class N2VConfig(argparse.Namespace):
     unet_init : {'glorot_uniform', 'fan_in_uniform'}
         Initialisation of the convolutions: Keras' glorot-uniform weights with zero biases (n2v's, default), or
         weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's and CAREamics'). Changes training only.
-    train_mixed_precision : {None, 'mixed_float16', 'mixed_bfloat16'}
+    train_mixed_precision : {None, 'mixed_float16', 'mixed_bfloat16', 'auto'}
         Train with mixed precision (float16/bfloat16 computation, float32 weights, loss and network output; float16
-        with loss scaling). Default ``None``: float32. Prediction and exported models are float32 either way.
+        with loss scaling). Default ``None``: float32. ``'auto'`` picks, when the network is built, what the machine
+        runs fastest (:func:`n2v_tf.nets.resolve_mixed_precision`): ``'mixed_bfloat16'`` on GPUs of compute capability
+        8.0 or newer and on CPUs with bfloat16 instructions (AMX-BF16 or AVX512-BF16), ``'mixed_float16'`` on older
+        GPUs from 7.0, float32 elsewhere. Prediction and exported models are float32 either way.
     train_fused_batch_norm : bool
         Run batch normalisation with TensorFlow's fused kernel in training and validation (same layers, weights and
         values up to rounding, see :func:`n2v_tf.nets.use_fused_batch_norm`; about 30 % faster CPU steps and 40 %
@@ -449,8 +452,8 @@ class N2VConfig(argparse.Namespace):
         check("unet_init", self.unet_init in INITIALIZERS,
               "must be 'glorot_uniform' (Keras', n2v's) or 'fan_in_uniform' (PyTorch's, CAREamics')")
         check("train_mixed_precision", self.train_mixed_precision in MIXED_PRECISION,
-              "must be None (float32), 'mixed_float16' (GPUs) or 'mixed_bfloat16' (GPUs, TPUs and CPUs with "
-              "bfloat16 instructions)")
+              "must be None (float32), 'mixed_float16' (GPUs), 'mixed_bfloat16' (GPUs, TPUs and CPUs with "
+              "bfloat16 instructions) or 'auto' (the fastest of these on the machine that trains)")
         m = self.batch_norm_momentum
         check("batch_norm_momentum", np.isscalar(m) and not isinstance(m, (str, bool)) and 0 <= float(m) < 1,
               "must be a number in [0, 1)")

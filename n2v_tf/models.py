@@ -35,7 +35,8 @@ from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size
-from .nets import build_unet, fold_batch_norm, load_weights_h5, config_receptive_field, use_fused_batch_norm
+from .nets import (build_unet, config_receptive_field, fold_batch_norm, load_weights_h5, resolve_mixed_precision,
+                   use_fused_batch_norm)
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
 __all__ = ["N2V", "PN2V_SHARED_FIELDS", "PN2VBootstrapResult", "train_pn2v_bootstrapped"]
@@ -302,6 +303,11 @@ class N2V(CARE):
     def _config_class(self):
         return N2VConfig
 
+    @property
+    def _precision(self) -> str | None:
+        """The dtype policy the network was built with (``config.train_mixed_precision``, ``'auto'`` resolved)."""
+        return resolve_mixed_precision(getattr(self.config, "train_mixed_precision", None))
+
     def _build(self) -> keras.Model:
         c = self.config
         net = build_unet(n_dim=c.n_dim, n_channel_in=c.n_channel_in, n_depth=c.unet_n_depth,
@@ -406,7 +412,7 @@ class N2V(CARE):
             loss = PN2VLoss(self.noise_model, float(means[0]), float(stds[0]), box=box)
         else:
             loss = LOSSES[self.config.train_loss]
-        if self.config.train_mixed_precision == "mixed_float16" and not isinstance(
+        if self._precision == "mixed_float16" and not isinstance(
                 optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
         self.keras_model.compile(optimizer=optimizer, loss=loss, metrics=[LOSSES[m] for m in metrics])
@@ -793,7 +799,7 @@ class N2V(CARE):
             if c.probabilistic:
                 net = self._pn2v_head(fold_batch_norm(self.keras_model), key[-2], key[-1])
                 compiled = CompiledNetwork(net, 0 if pn2v_output == "mmse" else 1)
-            elif c.train_mixed_precision in (None, "float32"):  # fold when tracing; a first small call runs eagerly
+            elif self._precision in (None, "float32"):  # fold when tracing; a first small call runs eagerly
                 compiled = CompiledNetwork(lambda: fold_batch_norm(self.keras_model), eager=self.keras_model)
             else:
                 compiled = CompiledNetwork(fold_batch_norm(self.keras_model))  # float32 copy of a mixed network
@@ -1029,7 +1035,7 @@ def _load_noise_model(logdir: Path):
 #: ``N2VConfig.preset('pn2v', X)``.
 PN2V_SHARED_FIELDS = ("unet_n_depth", "unet_n_first", "unet_kern_size", "n2v_patch_shape", "n2v_perc_pix",
                       "train_epochs", "train_steps_per_epoch", "train_batch_size", "train_learning_rate",
-                      "train_tensorboard")
+                      "train_tensorboard", "train_augment")
 #: File name of the noise-model figure in the PN2V model folder.
 NOISE_MODEL_FIGURE = "noise_model.png"
 
@@ -1216,10 +1222,10 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
     pn2v_config : N2VConfig, optional
         The PN2V stage (``probabilistic=True``, ``pn2v_samples`` signal samples per pixel). Default:
         ``N2VConfig.preset('pn2v', X, **shared)``, where ``shared`` holds the :data:`PN2V_SHARED_FIELDS` (network size,
-        patch shape, blind-spot percentage, epochs, steps, batch size, learning rate, TensorBoard) of the N2V stage's
-        config: ``n2v_config``, or the reused model's, or the ``'n2v'`` preset. So giving only ``n2v_config`` trains
-        both networks with the same size and budget; the PN2V-specific fields (800 samples per pixel, as in the
-        paper) come from the preset: pass ``pn2v_config`` to change them.
+        patch shape, blind-spot percentage, epochs, steps, batch size, learning rate, TensorBoard, augmentation) of the
+        N2V stage's config: ``n2v_config``, or the reused model's, or the ``'n2v'`` preset. So giving only
+        ``n2v_config`` trains both networks with the same size, budget and augmentation; the PN2V-specific fields (800
+        samples per pixel, as in the paper) come from the preset: pass ``pn2v_config`` to change them.
     n2v_name : str, optional
         The N2V model's folder name (default ``f"{name}_n2v"``); must differ from ``name``.
     kind : {'gmm', 'histogram'}

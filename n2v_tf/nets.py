@@ -28,12 +28,59 @@ __all__ = [
     "fold_batch_norm",
     "load_weights_h5",
     "receptive_field_radius",
+    "resolve_mixed_precision",
 ]
 
 _LAYERS = {
     2: dict(conv=layers.Conv2D, max=layers.MaxPooling2D, up=layers.UpSampling2D),
     3: dict(conv=layers.Conv3D, max=layers.MaxPooling3D, up=layers.UpSampling3D),
 }
+
+
+def _cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has bfloat16 matrix/vector instructions (the ``amx_bf16`` or ``avx512_bf16`` flag)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"amx_bf16", "avx512_bf16"} & set(line.split(":", 1)[-1].split()))
+    except OSError:  # not Linux: no flags to read, float32
+        pass
+    return False
+
+
+def resolve_mixed_precision(policy: str | None, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The precision policy a network is built with: ``policy`` itself, or for ``'auto'`` the machine's fastest.
+
+    Parameters
+    ----------
+    policy : {None, 'float32', 'mixed_float16', 'mixed_bfloat16', 'auto'}
+        ``N2VConfig.train_mixed_precision``.
+    cpuinfo : str
+        Where the CPU flags are read (Linux' ``/proc/cpuinfo``; elsewhere the CPU counts as without bfloat16).
+
+    Returns
+    -------
+    str or None
+        ``policy`` unless it is ``'auto'``. For ``'auto'``: with a GPU visible to TensorFlow, ``'mixed_bfloat16'``
+        from compute capability 8.0 (Ampere), ``'mixed_float16'`` from 7.0, else ``None``; without a GPU,
+        ``'mixed_bfloat16'`` on CPUs with AMX-BF16 or AVX512-BF16 instructions, else ``None`` (float32: CPUs without
+        them emulate bfloat16 and train slower).
+
+    Notes
+    -----
+    bfloat16 keeps float32's exponent range, so it needs no loss scaling; its 8-bit mantissa changes the training
+    numerics, not the saved float32 weights or the float32 prediction. Measured in ``benchmarks/README.md``
+    ("Mixed precision").
+    """
+    if policy != "auto":
+        return policy
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        return "mixed_bfloat16" if tuple(cc) >= (8, 0) else "mixed_float16" if tuple(cc) >= (7, 0) else None
+    return "mixed_bfloat16" if _cpu_has_bfloat16(cpuinfo) else None
 
 
 def blur_kernel(n_dim: int) -> np.ndarray:
@@ -191,9 +238,9 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
         CAREamics' is 0.9). It changes training only, not the layers or weights.
     name : str
         Model name.
-    dtype_policy : {None, 'float32', 'mixed_float16', 'mixed_bfloat16'}
-        Keras dtype policy of the layers (mixed precision: float16/bfloat16 computation, float32 weights). The input
-        and the output layers are float32 whatever the policy.
+    dtype_policy : {None, 'float32', 'mixed_float16', 'mixed_bfloat16', 'auto'}
+        Keras dtype policy of the layers (mixed precision: float16/bfloat16 computation, float32 weights; ``'auto'``:
+        :func:`resolve_mixed_precision`). The input and the output layers are float32 whatever the policy.
     upsampling : {'nearest', 'linear'}
         Decoder upsampling: nearest neighbour (n2v's, the default) or bilinear/trilinear, built as nearest
         upsampling plus a fixed, non-trainable ``[1, 2, 1] / 4`` blur (CAREamics upsamples bilinearly).
@@ -234,6 +281,7 @@ def build_unet(n_dim: int = 2, n_channel_in: int = 1, n_depth: int = 2, kern_siz
     """
     if dtype_policy not in MIXED_PRECISION:
         raise ValueError(f"dtype_policy must be one of {MIXED_PRECISION}, got {dtype_policy!r}")
+    dtype_policy = resolve_mixed_precision(dtype_policy)
     if dtype_policy not in (None, "float32"):
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(dtype_policy)  # the layers take the policy when they are created

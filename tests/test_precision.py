@@ -164,3 +164,46 @@ def test_mixed_precision_config_is_checked_and_old_configs_get_float32():
     with pytest.raises(ValueError, match="train_mixed_precision"):
         N2VConfig(X, train_mixed_precision="bfloat16").validate()
     assert N2VConfig.update_loaded_config({"n_dim": 2})["train_mixed_precision"] is None
+
+
+@pytest.mark.parametrize("flags, expected", (("fpu avx2 avx512f amx_bf16 amx_tile", "mixed_bfloat16"),
+                                             ("fpu avx2 avx512f avx512_bf16", "mixed_bfloat16"),
+                                             ("fpu avx2 avx512f avx512_vnni", None), ("fpu avx2 fma", None)))
+def test_auto_precision_follows_the_cpus_bfloat16_instructions(flags, expected, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from n2v_tf.nets import resolve_mixed_precision
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # CPU only, as in CI
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert resolve_mixed_precision("auto", str(cpuinfo)) == expected
+    assert resolve_mixed_precision("auto", str(tmp_path / "missing")) is None  # no flags to read: float32
+    for policy in (None, "float32", "mixed_float16", "mixed_bfloat16"):  # explicit choices are kept
+        assert resolve_mixed_precision(policy, str(cpuinfo)) == policy
+
+
+@pytest.mark.parametrize("capability, expected", (((9, 0), "mixed_bfloat16"), ((8, 0), "mixed_bfloat16"),
+                                                  ((7, 5), "mixed_float16"), ((6, 1), None)))
+def test_auto_precision_on_gpus_follows_the_compute_capability(capability, expected, monkeypatch):
+    import tensorflow as tf
+
+    from n2v_tf.nets import resolve_mixed_precision
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": capability})
+    assert resolve_mixed_precision("auto") == expected
+
+
+def test_auto_precision_builds_the_resolved_policy_and_predicts_float32(tmp_path, monkeypatch):
+    import n2v_tf.nets as nets
+    X = np.random.default_rng(4).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    config = N2VConfig(X, unet_n_depth=1, unet_n_first=4, n2v_patch_shape=(32, 32), train_batch_size=2,
+                       train_mixed_precision="auto", train_tensorboard=False)
+    assert config.is_valid()
+    for has_bf16, policy in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(nets, "_cpu_has_bfloat16", lambda cpuinfo="": has_bf16)
+        model = N2V(config, f"m{has_bf16}", basedir=str(tmp_path))
+        assert model.keras_model.get_layer("channel_0down_level_0_no_0").dtype_policy.name == policy
+        assert model.predict(X[0, ..., 0], "YX").dtype == np.float32
+        saved = json.loads((tmp_path / f"m{has_bf16}" / "config.json").read_text())
+        assert saved["train_mixed_precision"] == "auto"  # resolved again where the folder is trained next
