@@ -292,8 +292,17 @@ def _config_from_args(args: argparse.Namespace, train: list[np.ndarray], patch: 
                         steps=args.steps if steps is None else steps, batch_size=args.batch_size, depth=args.depth,
                         kernel_size=args.kernel_size, n_first=args.n_first, perc_pix=args.perc_pix,
                         learning_rate=args.learning_rate, tensorboard=args.tensorboard,
-                        struct_mask=args.struct_mask,
-                        **({} if getattr(args, "augment", None) is None else {"train_augment": args.augment}), **extra)
+                        struct_mask=args.struct_mask, **_preset_overrides(args), **extra)
+
+
+def _preset_overrides(args: argparse.Namespace) -> dict:
+    """The config fields that ``--augment/--no-augment`` and ``--mixed-precision`` set over the preset's values."""
+    fields = {}
+    if getattr(args, "augment", None) is not None:
+        fields["train_augment"] = args.augment
+    if getattr(args, "mixed_precision", None) is not None:
+        fields["train_mixed_precision"] = None if args.mixed_precision == "float32" else args.mixed_precision
+    return fields
 
 
 def _check_single_channel(images: Sequence[tuple[str, np.ndarray]], axes: str, what: str) -> None:
@@ -1399,6 +1408,10 @@ def _add_training_args(t: argparse.ArgumentParser, preset: str) -> None:
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the training patches in random 90-degree rotations and flips of the YX plane "
                         "(default: the preset's choice)")
+    t.add_argument("--mixed-precision", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"), default=None,
+                   help="training precision: auto = bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs from compute "
+                        "capability 8.0, float16 from 7.0, else float32 (default: the preset's choice); the saved "
+                        "model predicts in float32 either way")
     t.add_argument("--struct-mask", default=None, metavar="MASK",
                    help="structN2V mask: AXIS:SPAN (e.g. X:9) or the literal printed by 'n2v-tf analyze-noise'")
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,

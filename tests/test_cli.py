@@ -657,3 +657,15 @@ def test_train_augment_flag_overrides_the_preset(flag, expected, preset, tmp_pat
     config = cli._config_from_args(args, train, (32, 32))
     want = PRESETS[preset].get("train_augment", False) if expected == "preset" else expected
     assert config.train_augment is want
+
+
+@pytest.mark.parametrize("flag, expected", (([], "preset"), (["--mixed-precision", "auto"], "auto"),
+                                            (["--mixed-precision", "float32"], None),
+                                            (["--mixed-precision", "mixed_bfloat16"], "mixed_bfloat16")))
+def test_train_mixed_precision_flag_overrides_the_preset(flag, expected, tmp_path):
+    from n2v_tf.config import PRESETS
+    args = cli.build_parser().parse_args(["train", "x.tif", "--model-dir", str(tmp_path), "--name", "m"] + flag)
+    train = [np.random.default_rng(0).normal(size=(64, 64, 1)).astype(np.float32)]
+    config = cli._config_from_args(args, train, (32, 32))
+    want = PRESETS[args.preset].get("train_mixed_precision") if expected == "preset" else expected
+    assert config.train_mixed_precision == want
