@@ -8,6 +8,10 @@ tool's own virtualenv (``speed_worker.py``), one after the other, on the same da
     /work/venv/bin/python benchmarks/bench_speed.py --tools n2v_tf n2v033     # a subset
     /work/venv/bin/python benchmarks/bench_speed.py --table-only              # reprint the last run's table
 
+Tools: ``n2v_tf``, ``n2v_tf_auto`` (n2v_tf's training with ``train_mixed_precision='auto'``: bfloat16 on CPUs with
+AMX-BF16/AVX512-BF16, float32 elsewhere; training columns only, its prediction is n2v_tf's float32 network; an
+extra ratio row), ``n2v033``, ``careamics``.
+
 Virtualenvs (flags ``--venv-n2v-tf``, ``--venv-n2v033``, ``--venv-careamics``): ``/work/venv`` (n2v_tf dev),
 ``/work/venvs/n2v033`` (n2v 0.3.3, TF 2.15; setup in ``ref_n2v033.py``), ``/work/venvs/careamics``
 (CAREamics 0.3.5, PyTorch CPU; setup and torchvision stub in ``ref_careamics.py``).  A missing virtualenv
@@ -92,7 +96,8 @@ import quality_data as qd  # noqa: E402
 import speed_worker as sw  # noqa: E402  (imports neither TensorFlow nor torch)
 
 WORKER = HERE / "speed_worker.py"
-LABELS = {"n2v_tf": "n2v_tf", "n2v033": "n2v 0.3.3", "careamics": "CAREamics 0.3.5"}
+LABELS = {"n2v_tf": "n2v_tf", "n2v_tf_auto": "n2v_tf, mixed precision 'auto'", "n2v033": "n2v 0.3.3",
+          "careamics": "CAREamics 0.3.5"}
 DEFAULT_VENVS = {"n2v_tf": "/work/venv", "n2v033": "/work/venvs/n2v033", "careamics": "/work/venvs/careamics"}
 REFS = ("n2v033", "careamics")
 
@@ -199,7 +204,8 @@ def run_all(args, p: dict, outdir: Path) -> dict:
     summary = dict(machine=machine_info(), protocol=p, tools={}, argv=sys.argv[1:])
     print(f"[bench_speed] writing prediction images into {outdir / 'data'} ...", flush=True)
     summary["pred_data"] = write_pred_data(p, outdir / "data")
-    venvs = {"n2v_tf": args.venv_n2v_tf, "n2v033": args.venv_n2v033, "careamics": args.venv_careamics}
+    venvs = {"n2v_tf": args.venv_n2v_tf, "n2v_tf_auto": args.venv_n2v_tf, "n2v033": args.venv_n2v033,
+             "careamics": args.venv_careamics}
     py_tf = venv_python(venvs["n2v_tf"])
     summary["matmul"] = run_worker(py_tf if py_tf.exists() else Path(sys.executable), "n2v_tf", "machine", args,
                                    outdir)
@@ -226,7 +232,9 @@ def run_all(args, p: dict, outdir: Path) -> dict:
         extra = ["--train-json", str(outdir / f"{tool}_train.json")]
         if tool == "careamics" and args.careamics_overlap is None and context is not None:
             extra += ["--careamics-overlap", str(2 * context)]
-        if entry["train"].get("ok"):
+        if tool in sw.MIXED_PRECISION_TOOLS:
+            entry["predict"] = None  # predicts with the same float32 network as n2v_tf
+        elif entry["train"].get("ok"):
             entry["predict"] = run_worker(py, tool, "predict", args, outdir, extra)
         else:
             entry["predict"] = dict(ok=False, error="not run (training failed)")
@@ -261,7 +269,7 @@ COLUMNS = ("tool", "train s/step (ep 2..n)", "median step s", "epoch 1 s", "trai
 def producer_cell(tool: str, prod: dict | None, bs: int) -> str:
     if not prod:
         return "–"
-    if tool == "n2v_tf":
+    if tool.startswith("n2v_tf"):
         return f"{f(prod.get(f'batch_{bs}_ms'), 2)} / {f(prod.get(f'tf_dataset_{bs}_ms'), 2)}"
     if tool == "careamics":
         return (f"{f(prod.get(f'batch_{bs}_ms'), 2)} ({f(prod.get(f'loader_{bs}_ms'), 2)} + "
@@ -284,6 +292,8 @@ def build_table(summary: dict) -> tuple[str, dict]:
     tools = summary["tools"]
     for tool, e in tools.items():
         label = LABELS[tool]
+        if tool in sw.MIXED_PRECISION_TOOLS and g(e, "train", "precision"):
+            label += f" (-> {g(e, 'train', 'precision')})"
         if e.get("skipped"):
             rows.append(f"| {label} | {e['skipped']} |" + " |" * (len(head) - 2))
             continue
@@ -333,6 +343,24 @@ def build_table(summary: dict) -> tuple[str, dict]:
 
         cells = ["**n2v_tf / best ref**", rc("step"), rc("median"), "", "", rc("net"), rc("producer"), "",
                  rc("first"), "", rc("big"), rc("loop"), "", ""]
+        rows.append("| " + " | ".join(cells) + " |")
+    for tool in sw.MIXED_PRECISION_TOOLS:  # training columns of the mixed-precision row against the references
+        e = tools.get(tool)
+        if not e or e.get("skipped") or not g(e, "train", "ok") or not refs:
+            continue
+        m = metrics(e)
+        rt = {}
+        for key in ("step", "median", "net"):
+            vals = [(r[key], t) for t, r in refs.items() if r[key] is not None]
+            v, t = min(vals) if vals else (None, None)
+            rt[key] = dict(value=ratio(m[key], v), ref=t)
+        ratios[tool] = rt
+
+        def rcm(key):
+            r = rt.get(key) or {}
+            return "–" if r.get("value") is None else f"{r['value']:.2f} (vs {LABELS[r['ref']]})"
+
+        cells = [f"**{LABELS[tool]} / best ref**", rcm("step"), rcm("median"), "", "", rcm("net")] + [""] * 8
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows), ratios
 

@@ -51,7 +51,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import quality_data as qd  # noqa: E402
 
-TOOLS = ("n2v_tf", "n2v033", "careamics")
+TOOLS = ("n2v_tf", "n2v_tf_auto", "n2v033", "careamics")
+#: ``n2v_tf_auto``: n2v_tf's training with ``train_mixed_precision='auto'`` (bfloat16 on CPUs with AMX-BF16 or
+#: AVX512-BF16, float32 elsewhere); training part only (prediction runs the same float32 network as ``n2v_tf``)
+MIXED_PRECISION_TOOLS = {"n2v_tf_auto": "auto"}
 PARTS = ("machine", "train", "predict")
 DATASET = "fluo"  # the quality benchmark's fluorescence set (what the reference runners use)
 #: n2v_tf's implementation defaults of new configs, which compute the same network as n2v 0.3.3's: batch norm through
@@ -341,7 +344,8 @@ def model_name(tool: str) -> str:
 def train_keras(tool: str, p: dict, ds: dict, workdir: Path) -> dict:
     import numpy as np
 
-    if tool == "n2v_tf":
+    ours = tool.startswith("n2v_tf")
+    if ours:
         import keras
 
         from n2v_tf import N2V, N2VConfig, N2VSequence
@@ -356,8 +360,9 @@ def train_keras(tool: str, p: dict, ds: dict, workdir: Path) -> dict:
     tf.random.set_seed(0)
     X, X_val = ds["X_train"], ds["X_val"]
     kw = n2v_kwargs(p)
-    if tool == "n2v_tf":  # n2v 0.3.3's network and training, run the way n2v_tf runs any new config
-        config = N2VConfig.preset("n2v-0.3", X, **kw, **N2V_TF_IMPLEMENTATION)
+    if ours:  # n2v 0.3.3's network and training, run the way n2v_tf runs any new config
+        config = N2VConfig.preset("n2v-0.3", X, **kw, **N2V_TF_IMPLEMENTATION,
+                                  train_mixed_precision=MIXED_PRECISION_TOOLS.get(tool))
     else:
         config = N2VConfig(X, **kw)
     name = model_name(tool)
@@ -382,7 +387,7 @@ def train_keras(tool: str, p: dict, ds: dict, workdir: Path) -> dict:
     nb = p["producer_batches"]
     prod = {}
     for bs in (p["batch"], p["big_batch"]):
-        if tool == "n2v_tf":
+        if ours:
             seq = N2VSequence(X, (p["patch"],) * 2, batch_size=bs, perc_pix=p["perc_pix"], manipulator=MANIPULATOR,
                               radius=p["radius"], steps_per_epoch=nb + 2, means=mean, stds=std, seed=0)
             it = iter(range(10 ** 9))
@@ -409,8 +414,9 @@ def train_keras(tool: str, p: dict, ds: dict, workdir: Path) -> dict:
                           steps=p["net_steps"], batch_shape=list(x.shape))
     out["flops"] = keras_conv_flops_per_pixel(km, keras, size=p["patch"])
     out["n_params"] = int(km.count_params())
-    if tool == "n2v_tf":
+    if ours:
         out["tile_context_px"] = tile_context(model, p)
+        out["precision"] = km.get_layer("channel_0down_level_0_no_0").dtype_policy.name
     out["model_dir"] = str(workdir / name)
     out["threads"] = dict(tf_intra=tf.config.threading.get_intra_op_parallelism_threads(),
                           tf_inter=tf.config.threading.get_inter_op_parallelism_threads())
@@ -637,6 +643,7 @@ def predict_part(tool: str, p: dict, workdir: Path, data_dir: Path, train_res: d
 # --------------------------------------------------------------------------
 def versions(tool: str) -> dict:
     names = {"n2v_tf": ("n2v_tf", "tensorflow", "keras", "csbdeep", "numpy"),
+             "n2v_tf_auto": ("n2v_tf", "tensorflow", "keras", "csbdeep", "numpy"),
              "n2v033": ("n2v", "csbdeep", "tensorflow", "tensorflow-cpu", "keras", "numpy"),
              "careamics": ("careamics", "torch", "lightning", "numpy")}[tool]
     return qd.pkg_versions(*names)
