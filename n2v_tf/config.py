@@ -48,7 +48,7 @@ INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
 #: was trained with, and the ``'n2v-0.3'`` preset.
 N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                unet_init="glorot_uniform", train_lr_schedule=None, train_mixed_precision=None,
-               train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False)
+               train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False, train_restore_best=True)
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
@@ -245,6 +245,10 @@ class N2VConfig(argparse.Namespace):
         configs) the network computes the same functions with one op and one gradient less per layer. ``True`` (n2v's
         network) in ``config.json`` files without the field and in the ``'n2v-0.3'`` preset, so old weight files
         load. Without batch norm every convolution has a bias either way.
+    train_restore_best : bool
+        After training, and when the folder is loaded, use the weights of the epoch with the lowest validation loss
+        (``train_checkpoint``, n2v's behaviour, ``True``) or the final weights (``train_checkpoint_last``, ``False``).
+        Both files are written either way. ``config.json`` files without the field are read as ``True``.
     train_augment : bool
         Draw every training patch in a random one of the 8 orientations of its YX plane (90-degree rotations and
         flips; patches with a non-square YX plane take the 4 that keep their shape), on the fly, so the data in
@@ -319,6 +323,7 @@ class N2VConfig(argparse.Namespace):
         self.train_fused_batch_norm = True
         self.unet_conv_bias = False
         self.train_augment = False
+        self.train_restore_best = True
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800
@@ -445,6 +450,7 @@ class N2VConfig(argparse.Namespace):
             check(name, isinstance(getattr(self, name), bool), "must be a bool")
         check("train_fused_batch_norm", isinstance(self.train_fused_batch_norm, bool), "must be a bool")
         check("train_augment", isinstance(self.train_augment, bool), "must be a bool")
+        check("train_restore_best", isinstance(self.train_restore_best, bool), "must be a bool")
         check("unet_upsampling", self.unet_upsampling in UPSAMPLINGS,
               "must be 'nearest' (n2v's) or 'linear' (bilinear in 2D, trilinear in 3D)")
         check("train_lr_schedule", self.train_lr_schedule in (None, "cosine"),

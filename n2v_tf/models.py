@@ -328,7 +328,15 @@ class N2V(CARE):
         if self.basedir is not None and not any(self.logdir.glob("*.h5")) and not any(self.logdir.glob("*.hdf5")):
             raise FileNotFoundError(f"no weight file (*.h5) in the model folder {self.logdir}: the model was never "
                                     "trained or saved, so it cannot be loaded")
-        super()._find_and_load_weights(prefer)
+        super()._find_and_load_weights(self._trained_weights(prefer))
+
+    def _trained_weights(self, prefer: str = "best") -> str:
+        """The weight file that stands for the trained model where CSBDeep asks for the best one: with
+        ``config.train_restore_best=False`` the final weights (``train_checkpoint_last``), else ``prefer``."""
+        c = self.config
+        if not getattr(c, "train_restore_best", True) and prefer in ("best", c.train_checkpoint):
+            return c.train_checkpoint_last or "weights_last.h5"
+        return prefer
 
     def load_weights(self, name: str = "weights_best.h5") -> None:
         """Load weights from the model folder (files of n2v 0.3.x and of n2v_tf).
@@ -676,13 +684,14 @@ class N2V(CARE):
             warnings.warn(f"training interrupted during its first epoch: nothing was saved in {self.logdir}; "
                           "train again", stacklevel=3)
             return history
-        if self.config.train_checkpoint is not None and (self.logdir / self.config.train_checkpoint).exists():
-            self.load_weights(self.config.train_checkpoint)
+        trained = self._trained_weights(self.config.train_checkpoint or "best")
+        if (self.logdir / trained).exists():
+            self.load_weights(trained)
         if self.config.train_checkpoint_epoch is not None:
             (self.logdir / self.config.train_checkpoint_epoch).unlink(missing_ok=True)
         warnings.warn(f"training interrupted after {done} completed epoch(s): {self.logdir} holds the weights of "
-                      f"epoch {done} (weights_last.h5) and the best ones (weights_best.h5, now loaded). Continue "
-                      "with model.train(X, X_val, resume=True), or N2V(None, name, basedir).train(X, X_val, "
+                      f"epoch {done} (weights_last.h5) and the best ones (weights_best.h5); {trained} is loaded. "
+                      "Continue with model.train(X, X_val, resume=True), or N2V(None, name, basedir).train(X, X_val, "
                       "resume=True) in a new session.", stacklevel=3)
         return history
 

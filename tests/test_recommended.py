@@ -9,6 +9,7 @@ import pytest
 
 from n2v_tf import N2V, N2VConfig
 from n2v_tf.config import N2V_033, PRESETS
+from n2v_tf import nets
 from n2v_tf.nets import _upsample, build_unet, receptive_field_radius
 
 from conftest import random_batch_norm, smooth_image, tiny_config
@@ -166,6 +167,33 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
 def test_invalid_new_fields_are_named():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear",
-                    train_augment="yes").invalid_fields()
-    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment"}
+                    train_augment="yes", train_restore_best=1).invalid_fields()
+    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment", "train_restore_best"}
     assert "'bilinear'" in bad["unet_upsampling"] and "'linear'" in bad["unet_upsampling"]
+
+
+@pytest.mark.parametrize("restore_best", (True, False))
+def test_restore_best_chooses_the_weights_after_training_and_when_loading(restore_best, tmp_path):
+    X = np.random.default_rng(1).normal(size=(8, 32, 32, 1)).astype(np.float32)
+    config = tiny_config(X, train_epochs=3, train_steps_per_epoch=3, train_restore_best=restore_best)
+    model = N2V(config, "m", basedir=str(tmp_path))
+    init = [w.copy() for w in model.keras_model.get_weights()]
+    model.train(X[:6], X[6:], verbose=0, seed=0)
+    trained = model.keras_model.get_weights()
+
+    def file_weights(name):
+        other = N2V(config, f"probe_{name}", basedir=None)
+        nets.load_weights_h5(other.keras_model, str(tmp_path / "m" / name))
+        return other.keras_model.get_weights()
+
+    chosen = "weights_best.h5" if restore_best else "weights_last.h5"
+    for a, b in zip(trained, file_weights(chosen)):
+        np.testing.assert_array_equal(a, b)  # the model after train() holds the chosen file's weights
+    # make the two files differ for sure, then load the folder as a new session would
+    other = "weights_last.h5" if restore_best else "weights_best.h5"
+    model.keras_model.set_weights(init)
+    model.keras_model.save_weights(str(tmp_path / "m" / other))
+    loaded = N2V(None, "m", basedir=str(tmp_path)).keras_model.get_weights()
+    for a, b in zip(loaded, trained):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["train_restore_best"] is restore_best
