@@ -69,9 +69,10 @@ PRESET_EXTRA = {"rec_n2v_keras_bn": dict(train_fused_batch_norm=False, unet_conv
                 "rec_n2v2_noaug": dict(train_augment=False),
                 "rec_n2v_bf16": dict(train_mixed_precision="mixed_bfloat16"),
                 "rec_n2v_aug_bf16": dict(train_augment=True, train_mixed_precision="mixed_bfloat16")}
-PN2V_VARIANTS = ("pn2v_boot",)
+#: ``pn2v_boot_tta``: the same pipeline bootstrapped from N2V's test-time-augmented prediction (``bootstrap_tta``)
+PN2V_VARIANTS = ("pn2v_boot", "pn2v_boot_tta")
 VARIANTS = N2V033_VARIANTS + tuple(PRESET_VARIANTS) + PN2V_VARIANTS
-ONLY_ON = {"pn2v_boot": ("fluo",)}  # variants restricted to some datasets
+ONLY_ON = {"pn2v_boot": ("fluo",), "pn2v_boot_tta": ("fluo",)}  # variants restricted to some datasets
 
 PN2V_SAMPLES = 200  # default of --pn2v-samples (bench_pn2v.py's full runs used 200 as well)
 # the bootstrap of `n2v-tf bootstrap` (its defaults): GMM 3 Gaussians, linear, 1000 Adam steps of 25000 pairs,
@@ -95,6 +96,7 @@ LABELS = {
     (TOOL, "rec_n2v_bf16"): "n2v_tf — preset 'n2v', mixed_bfloat16",
     (TOOL, "rec_n2v_aug_bf16"): "n2v_tf — preset 'n2v', flips/rotations, mixed_bfloat16",
     (TOOL, "pn2v_boot"): "n2v_tf — PN2V, bootstrapped GMM (preset 'n2v' -> 'pn2v')",
+    (TOOL, "pn2v_boot_tta"): "n2v_tf — PN2V, GMM bootstrapped from the TTA prediction",
 }
 TOOL_ORDER = {"n2v033": 0, "careamics": 1, TOOL: 2}
 VARIANT_ORDER = list(N2V033_VARIANTS) + ["uniform", "uniform_aug"] + list(PRESET_VARIANTS) + list(PN2V_VARIANTS)
@@ -173,7 +175,7 @@ def _tiles(shape, samples: int) -> tuple[int, ...]:
 
 
 def pn2v_bootstrap(X, X_val, train_imgs, axes: str, budget: dict, *, name: str, basedir: str, seed: int,
-                   samples: int, bootstrap: dict = BOOTSTRAP) -> dict:
+                   samples: int, bootstrap: dict = BOOTSTRAP, bootstrap_tta: bool = False) -> dict:
     """Fully unsupervised PN2V with :func:`n2v_tf.train_pn2v_bootstrapped` (what ``n2v-tf bootstrap`` runs).
 
     N2V with preset 'n2v' and ``budget`` (folder ``<name>_n2v``), a noise model fitted to (N2V prediction, noisy)
@@ -196,7 +198,7 @@ def pn2v_bootstrap(X, X_val, train_imgs, axes: str, budget: dict, *, name: str, 
             n2v_config=N2VConfig.preset("n2v", X, **budget),
             pn2v_config=N2VConfig.preset("pn2v", X, **budget, pn2v_samples=int(samples)),
             kind=bootstrap["kind"], clip_percent=bootstrap["clip_percent"], noise_model_kwargs=fit, overwrite=True,
-            qc_figure=False, seed=seed, verbose=1)
+            qc_figure=False, bootstrap_tta=bootstrap_tta, seed=seed, verbose=1)
     sec = out.seconds
     return dict(n2v=_record(out.n2v_model, out.n2v_history, sec["n2v"], load0, basedir, f"{name}_n2v"),
                 pn2v=_record(out.pn2v_model, out.pn2v_history, sec["pn2v"], load0, basedir, name),
@@ -215,7 +217,7 @@ def run_one(variant: str, ds: dict, args, seed: int) -> dict:
     if variant in PN2V_VARIANTS:
         budget = qd.budget_kwargs(epochs, spe, ds["name"])
         out = pn2v_bootstrap(X, X_val, qd.train_images(ds["name"]), axes, budget, name=name, basedir=basedir,
-                             seed=seed, samples=args.pn2v_samples)
+                             seed=seed, samples=args.pn2v_samples, bootstrap_tta=variant == "pn2v_boot_tta")
         n2v_model, model = out["n2v"]["model"], out["pn2v"]["model"]
         n2v_preds, n2v_pred_s = qd.predict_timed(lambda img: n2v_model.predict(img, axes), ds)
         n2v_eval = qd.evaluate(ds, n2v_preds)
@@ -236,7 +238,7 @@ def run_one(variant: str, ds: dict, args, seed: int) -> dict:
                            config_used=out["n2v"]["config_used"]),
             psnr_prior_mean=prior["psnr"],
             pn2v_samples=int(args.pn2v_samples),
-            bootstrap=dict(BOOTSTRAP, fitted_on=f"N2V prediction of the noisy training images ({axes})",
+            bootstrap=dict(BOOTSTRAP, fitted_on=f"N2V {'TTA ' if variant == 'pn2v_boot_tta' else ''}prediction of the noisy training images ({axes})",
                            seconds=out["bootstrap_s"], noise_model=repr(out["noise_model"])),
             n2v_train_time_s=out["n2v_train_s"], bootstrap_time_s=out["bootstrap_s"],
             pn2v_train_time_s=out["pn2v_train_s"],

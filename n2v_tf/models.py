@@ -1205,7 +1205,8 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
                             n2v_name: str | None = None, kind: str = "gmm", clip_percent: float = 0.5,
                             noise_model_kwargs: Mapping[str, Any] | None = None, reuse_n2v: bool = False,
                             overwrite: bool = False, qc_figure: bool = True, n_tiles: Sequence[int] | None = None,
-                            seed: int | None = None, verbose: int = 1) -> PN2VBootstrapResult:
+                            bootstrap_tta: bool = False, seed: int | None = None,
+                            verbose: int = 1) -> PN2VBootstrapResult:
     """Fully unsupervised Probabilistic Noise2Void: train N2V, bootstrap a noise model from it, train PN2V.
 
     The Python form of ``n2v-tf bootstrap``: the three stages, with both models kept in model folders.
@@ -1257,6 +1258,10 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
         (prediction, noisy) pairs) before the PN2V training; without matplotlib, a warning instead.
     n_tiles : sequence of int, optional
         Tiles per axis of ``images`` for the N2V prediction (large images).
+    bootstrap_tta : bool
+        Bootstrap from N2V's test-time-augmented prediction (the mean over the 8 YX flips/rotations; 8 times the
+        prediction time of the second stage): a pseudo ground truth closer to the signal, so a noise model closer to
+        the true one (measured in ``benchmarks/README.md``, "PN2V").
     seed : int, optional
         Seeds the initial weights (``keras.utils.set_random_seed``, which also seeds Python's and NumPy's global
         generators) and the batches of both trainings, for a reproducible run.
@@ -1379,7 +1384,7 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
     t0 = time.perf_counter()
     try:
         noise_model = bootstrap_noise_model(predictor, images, axes, kind=kind, clip_percent=clip_percent,
-                                            n_tiles=n_tiles, **fit_kwargs)
+                                            n_tiles=n_tiles, tta=bootstrap_tta, **fit_kwargs)
     except ValueError as e:
         raise ValueError(f"bootstrapping the {kind} noise model from the N2V prediction failed: {e}") from e
     seconds["noise_model"] = time.perf_counter() - t0

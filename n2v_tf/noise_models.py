@@ -1140,7 +1140,7 @@ def load_noise_model(folder_or_file: PathLike):
 
 
 def bootstrap_noise_model(n2v_model, images, axes: str, kind: str = "gmm", clip_percent: float = 0.5,
-                          n_tiles: Sequence[int] | None = None, **fit_kwargs):
+                          n_tiles: Sequence[int] | None = None, tta: bool = False, **fit_kwargs):
     """Fit a noise model to (N2V prediction, noisy image) pairs: the bootstrap of fully unsupervised PN2V.
 
     Parameters
@@ -1158,6 +1158,9 @@ def bootstrap_noise_model(n2v_model, images, axes: str, kind: str = "gmm", clip_
         values are dropped (outliers of the prediction; default 0.5).
     n_tiles : sequence of int, optional
         Tiling of the prediction.
+    tta : bool
+        Take the test-time-augmented prediction (mean over the 8 YX flips/rotations, ``N2V.predict(tta=True)``) as
+        the pseudo ground truth: closer to the signal than a single prediction, at 8 times the prediction time.
     **fit_kwargs
         Passed to ``GaussianMixtureNoiseModel.fit`` or ``HistogramNoiseModel.fit``.
 
@@ -1189,7 +1192,7 @@ def bootstrap_noise_model(n2v_model, images, axes: str, kind: str = "gmm", clip_
     signal, observation = [], []
     for img in images:
         img = np.asarray(img, np.float32)
-        signal.append(n2v_model.predict(img, axes, n_tiles=n_tiles).ravel())
+        signal.append(n2v_model.predict(img, axes, n_tiles=n_tiles, tta=tta).ravel())
         observation.append(img.ravel())
     signal, observation = np.concatenate(signal), np.concatenate(observation)
     lo, hi = np.percentile(signal, [clip_percent, 100 - clip_percent])

@@ -669,3 +669,18 @@ def test_train_mixed_precision_flag_overrides_the_preset(flag, expected, tmp_pat
     config = cli._config_from_args(args, train, (32, 32))
     want = PRESETS[args.preset].get("train_mixed_precision") if expected == "preset" else expected
     assert config.train_mixed_precision == want
+
+
+@pytest.mark.parametrize("flag", ([], ["--bootstrap-tta"]))
+def test_bootstrap_tta_flag_reaches_the_pipeline(flag, photon_tif, tmp_path, monkeypatch):
+    import n2v_tf.models as models_module
+    seen = {}
+
+    def fake_pipeline(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(models_module, "train_pn2v_bootstrapped", fake_pipeline)
+    assert main(["bootstrap", str(photon_tif.parent), "--axes", "YX", "--model-dir", str(tmp_path / "m"),
+                 "--name", "pn", "--patch", "32"] + flag + TINY) == 2
+    assert seen["bootstrap_tta"] is bool(flag)

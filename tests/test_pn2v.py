@@ -192,3 +192,19 @@ def test_log_likelihood_layers_equal_log_likelihood(kind):
     ref = np.asarray(nm.log_likelihood(xs, ss))
     assert got.shape == ref.shape == ss.shape
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-4)
+
+
+def test_bootstrap_with_tta_fits_the_augmented_prediction(tmp_path):
+    from n2v_tf import HistogramNoiseModel, bootstrap_noise_model
+    rng = np.random.default_rng(5)
+    clean, _ = smooth_image((48, 48))
+    noisy = (clean + rng.normal(0, np.sqrt(0.5 * clean + 25))).astype(np.float32)
+    X = noisy[None, ..., None]
+    n2v = N2V(tiny_config(X, unet_n_depth=1, train_epochs=1, train_steps_per_epoch=2), "n2v", basedir=str(tmp_path))
+    n2v.train(X, X, verbose=0, seed=0)
+    for tta in (False, True):
+        nm = bootstrap_noise_model(n2v, noisy, "YX", kind="histogram", clip_percent=0, tta=tta, bins=16)
+        pseudo = n2v.predict(noisy, "YX", tta=tta)
+        expected = HistogramNoiseModel.fit(pseudo.ravel(), noisy.ravel(), bins=16)
+        np.testing.assert_array_equal(nm.histogram, expected.histogram)
+    assert not np.array_equal(pseudo, n2v.predict(noisy, "YX"))  # the two pseudo ground truths differ
