@@ -238,7 +238,8 @@ def run_one(variant: str, ds: dict, args, seed: int) -> dict:
                            config_used=out["n2v"]["config_used"]),
             psnr_prior_mean=prior["psnr"],
             pn2v_samples=int(args.pn2v_samples),
-            bootstrap=dict(BOOTSTRAP, fitted_on=f"N2V {'TTA ' if variant == 'pn2v_boot_tta' else ''}prediction of the noisy training images ({axes})",
+            bootstrap=dict(BOOTSTRAP, fitted_on=f"N2V {'TTA ' if variant == 'pn2v_boot_tta' else ''}prediction of "
+                                                f"the noisy training images ({axes})",
                            seconds=out["bootstrap_s"], noise_model=repr(out["noise_model"])),
             n2v_train_time_s=out["n2v_train_s"], bootstrap_time_s=out["bootstrap_s"],
             pn2v_train_time_s=out["pn2v_train_s"],
