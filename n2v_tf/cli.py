@@ -906,10 +906,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                      seed=args.seed)
     # The demo's validation set (10 % of one image) is too small to pick a checkpoint: its best-validation epoch
     # is a lottery (26.1-29.9 dB over seeds 0-4), while the last weights of the cosine schedule score 30-31 dB
-    # (benchmarks/README.md, "Why the demo depended on the seed"). So the demo predicts with the last weights.
-    p_best = psnr(clean, model.predict(noisy, "YX"))
-    model.load_weights("weights_last.h5")
+    # (benchmarks/README.md, "Why the demo depended on the seed"). New configs keep the final weights
+    # (train_restore_best=False); the best-validation checkpoint is scored for comparison.
     denoised = model.predict(noisy, "YX")
+    model.load_weights(config.train_checkpoint)
+    p_best = psnr(clean, model.predict(noisy, "YX"))
+    model.load_weights(config.train_checkpoint_last)
     p_in, p_out = psnr(clean, noisy), psnr(clean, denoised)
     tif, png = outdir / "nuclei_n2v2.tif", outdir / "nuclei_noisy_denoised_clean.png"
     write_tiff(tif, denoised.astype(np.float32), axes="YX")

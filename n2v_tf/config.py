@@ -52,7 +52,7 @@ N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsamplin
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
-                    train_loss="mse")
+                    train_loss="mse", train_restore_best=False)
 #: Presets of :meth:`N2VConfig.preset` and ``n2v-tf train --preset``: field values on top of the defaults.
 PRESETS = {
     "n2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
@@ -247,8 +247,11 @@ class N2VConfig(argparse.Namespace):
         load. Without batch norm every convolution has a bias either way.
     train_restore_best : bool
         After training, and when the folder is loaded, use the weights of the epoch with the lowest validation loss
-        (``train_checkpoint``, n2v's behaviour, ``True``) or the final weights (``train_checkpoint_last``, ``False``).
-        Both files are written either way. ``config.json`` files without the field are read as ``True``.
+        (``train_checkpoint``, n2v's behaviour, ``True``) or the final weights (``train_checkpoint_last``, ``False``,
+        the default of new configs: with the cosine schedule the final weights are the converged ones, while the
+        validation loss of a few hundred masked pixels is too noisy to pick an epoch; measured in
+        ``benchmarks/README.md``). Both files are written either way. ``config.json`` files without the field (n2v
+        0.3.x, older n2v_tf) and the ``'n2v-0.3'`` preset keep ``True``.
     train_augment : bool
         Draw every training patch in a random one of the 8 orientations of its YX plane (90-degree rotations and
         flips; patches with a non-square YX plane take the 4 that keep their shape), on the fly, so the data in
@@ -323,7 +326,7 @@ class N2VConfig(argparse.Namespace):
         self.train_fused_batch_norm = True
         self.unet_conv_bias = False
         self.train_augment = False
-        self.train_restore_best = True
+        self.train_restore_best = False
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800

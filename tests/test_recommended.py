@@ -98,7 +98,7 @@ def test_presets_give_the_documented_configs():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                        unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
-                       train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False)
+                       train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False)
     expected = {
         "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
                     unet_residual=False, probabilistic=False),
@@ -107,7 +107,7 @@ def test_presets_give_the_documented_configs():
         "n2v-0.3": dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                         unet_init="glorot_uniform", train_lr_schedule=None, unet_kern_size=5, n2v_perc_pix=1.5,
                         train_loss="mae", n2v_manipulator="uniform_withCP", train_fused_batch_norm=False,
-                        unet_conv_bias=True),
+                        unet_conv_bias=True, train_restore_best=True),
     }
     for name, fields in expected.items():
         config = N2VConfig.preset(name, X)
@@ -133,7 +133,7 @@ def test_new_configs_get_the_recommended_network_and_old_ones_keep_n2vs(tmp_path
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     new = N2VConfig(X)
     assert (new.unet_upsampling, new.unet_init, new.batch_norm_momentum, new.unet_wide_decoder,
-            new.train_lr_schedule) == ("linear", "fan_in_uniform", 0.9, True, "cosine")
+            new.train_lr_schedule, new.train_restore_best) == ("linear", "fan_in_uniform", 0.9, True, "cosine", False)
     # a config.json written before these fields existed (n2v 0.3.x, older n2v_tf) keeps n2v 0.3.3's values
     old = {k: v for k, v in vars(new).items() if k not in N2V_033}
     loaded = N2VConfig(**N2VConfig.update_loaded_config(json.loads(json.dumps(old))))
