@@ -148,7 +148,8 @@ def _record(model, hist, train_time: float, load0, basedir: str, name: str) -> d
         model=model, train_time=train_time, history=history, best_epoch=best_epoch, loadavg_before=list(load0),
         loadavg_after=list(os.getloadavg()), n_params=_count_params(model), model_dir=str(Path(basedir) / name),
         checkpoint=(f"{ckpt} (best val_loss, epoch {best_epoch}/{len(val)}; per n2v API reloaded after train())"
-                    if ckpt else "last"),
+                    if ckpt and getattr(config, "train_restore_best", True)
+                    else f"last (epoch {len(val)}; train_restore_best=False)"),
         config_used={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
                      if isinstance(v, (int, float, str, bool, tuple, list, dict, type(None)))},
     )
