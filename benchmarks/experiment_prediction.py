@@ -3,7 +3,8 @@
 For every n2v_tf model folder that ``bench_quality.py`` left in ``benchmarks/_runs/models`` (selected with
 ``--variants``/``--datasets``; N2V models, not PN2V), predicts the protocol's test images with
 
-- ``plain``: the best-validation weights, as the protocol scores them;
+- ``plain``: the best-validation weights (``weights_best.h5``; the protocol scores them for configs with
+  ``train_restore_best=True``, the last weights otherwise);
 - ``tta``: ``model.predict(..., tta=True)`` (8 flips/90-degree rotations in 2D, averaged);
 - ``last``: the last epoch's weights (``weights_last.h5``);
 - ``best+last``: the mean of the best and the last weights' predictions (a two-checkpoint ensemble);
@@ -61,6 +62,7 @@ def evaluate_folder(folder: Path, ds: dict) -> dict:
     model = N2V(None, folder.name, basedir=str(folder.parent))
     if model.config.probabilistic:
         raise ValueError(f"{folder} is a PN2V model")
+    model.load_weights("weights_best.h5")  # 'plain' is the best-validation checkpoint, whatever train_restore_best
     axes = qd.spatial_axes(ds)
     out = {}
     plain, out["plain_s"] = _predict_all(model, ds, axes, False)
