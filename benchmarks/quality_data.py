@@ -154,8 +154,9 @@ def budget_kwargs(epochs: int, steps_per_epoch: int, dataset: str | None = None)
 
     Exactly what the preset variants of ``bench_quality.py`` (``rec_n2v``, ``rec_n2v2``, ``pn2v_boot``) take
     from the protocol: depth, first filters, kernel size 3, Adam learning rate, batch size, epochs x steps,
-    patch shape, masked-pixel percentage, neighbourhood radius, no TensorBoard.  Everything else (batch-norm
-    momentum, upsampling, initialisation, decoder width, manipulator, loss, ...) is the preset's.
+    patch shape, neighbourhood radius, no TensorBoard.  Everything else (masked-pixel percentage since
+    2026-12-05, batch-norm momentum, upsampling, initialisation, decoder width, manipulator, loss, checkpoint
+    choice, ...) is the preset's, as for the reference tools, which run at their own defaults.
     """
     p = protocol(dataset)
     return dict(
@@ -167,7 +168,6 @@ def budget_kwargs(epochs: int, steps_per_epoch: int, dataset: str | None = None)
         train_epochs=int(epochs),
         train_steps_per_epoch=int(steps_per_epoch),
         train_tensorboard=False,
-        n2v_perc_pix=p["n2v_perc_pix"],
         n2v_patch_shape=p["patch_shape"],
         n2v_neighborhood_radius=p["n2v_neighborhood_radius"],
     )
@@ -185,7 +185,8 @@ def n2v_config_kwargs(variant: str, epochs: int, steps_per_epoch: int, dataset: 
     the masked MSE), train_tensorboard=False to avoid logging overhead.
     """
     p = protocol(dataset)
-    kw = dict(budget_kwargs(epochs, steps_per_epoch, dataset), batch_norm=p["batch_norm"], train_loss=p["train_loss"])
+    kw = dict(budget_kwargs(epochs, steps_per_epoch, dataset), batch_norm=p["batch_norm"], train_loss=p["train_loss"],
+              n2v_perc_pix=p["n2v_perc_pix"])
     kw.update(N2V_VARIANTS[variant])
     return kw
 

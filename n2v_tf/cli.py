@@ -210,11 +210,15 @@ def _parse_struct_mask(text: str | None, n_dim: int) -> list | None:
 
 
 def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *, epochs: int, steps: int,
-                 batch_size: int, depth: int, kernel_size: int, n_first: int, perc_pix: float, learning_rate: float,
-                 tensorboard: bool, struct_mask: str | None = None, **extra):
-    """An :class:`N2VConfig` for ``train`` (validated; ``extra``: more attributes, e.g. ``probabilistic=True``)."""
-    from .config import N2VConfig
+                 batch_size: int, depth: int, kernel_size: int, n_first: int, perc_pix: float | None,
+                 learning_rate: float, tensorboard: bool, struct_mask: str | None = None, **extra):
+    """An :class:`N2VConfig` for ``train`` (validated; ``extra``: more attributes, e.g. ``probabilistic=True``;
+    ``perc_pix=None``: the preset's, or with a struct mask the ``'structn2v'`` preset's)."""
+    from .config import PRESETS, N2VConfig
     from .masking import box_size
+    if perc_pix is None:
+        perc_pix = PRESETS["structn2v" if struct_mask else preset].get(
+            "n2v_perc_pix", N2VConfig(n_dim=len(patch)).n2v_perc_pix)
     n_dim = len(patch)
     box = box_size(perc_pix, n_dim)
     if np.prod(patch) < box ** n_dim:
@@ -1404,7 +1408,8 @@ def _add_training_args(t: argparse.ArgumentParser, preset: str) -> None:
     t.add_argument("--depth", type=int, default=2, help="U-Net depth")
     t.add_argument("--kernel-size", type=int, default=3, help="convolution kernel size (odd)")
     t.add_argument("--n-first", type=int, default=32, help="filters of the first U-Net level")
-    t.add_argument("--perc-pix", type=float, default=0.198, help="percentage of blind-spot pixels per patch")
+    t.add_argument("--perc-pix", type=float, default=None,
+                   help="percentage of blind-spot pixels per patch (default: the preset's, 1.5; structN2V 0.198)")
     t.add_argument("--learning-rate", type=float, default=0.0004, help="Adam learning rate")
     t.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to DIR/NAME/logs")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,

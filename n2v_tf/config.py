@@ -51,7 +51,7 @@ N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsamplin
                train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False, train_restore_best=True)
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
-                    unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
+                    unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
                     train_loss="mse", train_restore_best=False)
 #: Presets of :meth:`N2VConfig.preset` and ``n2v-tf train --preset``: field values on top of the defaults.
 PRESETS = {
@@ -59,7 +59,7 @@ PRESETS = {
                 skip_skipone=False),
     "n2v2": dict(_RECOMMENDED, n2v_manipulator="median", unet_residual=False, blurpool=True, skip_skipone=True),
     "structn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
-                      skip_skipone=False),
+                      skip_skipone=False, n2v_perc_pix=0.198),
     "pn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
                  skip_skipone=False, probabilistic=True, train_loss="mse"),
     "n2v-0.3": dict(N2V_033),

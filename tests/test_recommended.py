@@ -97,7 +97,7 @@ def test_linear_upsampling_model_tiles_exactly(n_dim, tmp_path):
 def test_presets_give_the_documented_configs():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
-                       unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=0.198,
+                       unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
                        train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False)
     expected = {
         "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
@@ -115,7 +115,7 @@ def test_presets_give_the_documented_configs():
         assert config.is_valid(), name
     mask = [[0, 1, 1, 1, 0]]
     s = N2VConfig.preset("structn2v", X, structN2Vmask=mask)
-    assert s.structN2Vmask == mask and s.unet_upsampling == "linear" and s.is_valid()
+    assert s.structN2Vmask == mask and s.unet_upsampling == "linear" and s.n2v_perc_pix == 0.198 and s.is_valid()
     # keyword arguments win over the preset
     assert N2VConfig.preset("n2v2", X, unet_upsampling="nearest", train_epochs=7).unet_upsampling == "nearest"
     assert set(PRESETS) == {"n2v", "n2v2", "structn2v", "pn2v", "n2v-0.3"}
