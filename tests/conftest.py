@@ -29,11 +29,15 @@ def smooth_image(shape, seed=0, sigma=30.0):
 
 
 def random_batch_norm(net, rng):
-    """Give every batch-norm layer of ``net`` statistics and scales that matter (untrained ones are the identity)."""
+    """Give every batch-norm layer of ``net`` statistics and scales that matter (untrained ones are the identity).
+
+    The offsets are positive so that the ReLU after each norm keeps most channels alive: with offsets of either sign a
+    whole layer could come out dead, and the network's output constant (seen for one 3D net on one host)."""
     for layer in net.layers:
         if layer.__class__.__name__ == "BatchNormalization":
             n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(0.5, 2, n)])
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(0.1, 1, n), rng.normal(size=n),
+                               rng.uniform(0.5, 2, n)])
 
 
 def tiny_config(X, **kwargs):

@@ -49,10 +49,11 @@ def test_missing_tensorboard_warns_and_trains(tmp_path, monkeypatch):
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_weight_file_names_the_file(tmp_path, damage):
     model, _, _ = _trained(tmp_path)
-    path = model.logdir / "weights_best.h5"
+    assert not model.config.train_restore_best  # a new config: the folder loads its final weights
+    path = model.logdir / "weights_last.h5"
     raw = path.read_bytes()
     path.write_bytes(b"not an hdf5 file" * 10 if damage == "garbage" else raw[: len(raw) // 3])
-    with pytest.raises(OSError, match=r"weights_best\.h5.*corrupt or truncated.*weights_last\.h5"):
+    with pytest.raises(OSError, match=r"weights_last\.h5.*corrupt or truncated.*weights_best\.h5"):
         N2V(None, "m", basedir=tmp_path)
 
 
@@ -71,7 +72,7 @@ def test_bad_config_json_gets_clear_errors(tmp_path):
     cfg = json.loads(text)
     cfg["unet_n_first"] = 16  # the weights were trained with 8 filters
     path.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"weights_best\.h5.*shapes.*different architecture"):
+    with pytest.raises(ValueError, match=r"weights_last\.h5.*shapes.*different architecture"):
         N2V(None, "m", basedir=tmp_path)
     cfg = json.loads(text)
     cfg["n2v_neighborhood_radius"] = 0
