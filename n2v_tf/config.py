@@ -52,7 +52,7 @@ N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsamplin
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
-                    train_loss="mse", train_restore_best=False)
+                    train_loss="mse", train_restore_best=False, train_mixed_precision="auto")
 #: Presets of :meth:`N2VConfig.preset` and ``n2v-tf train --preset``: field values on top of the defaults.
 PRESETS = {
     "n2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
@@ -61,7 +61,7 @@ PRESETS = {
     "structn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
                       skip_skipone=False, n2v_perc_pix=0.198),
     "pn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
-                 skip_skipone=False, probabilistic=True, train_loss="mse"),
+                 skip_skipone=False, probabilistic=True, train_loss="mse", train_mixed_precision=None),
     "n2v-0.3": dict(N2V_033),
 }
 
@@ -229,10 +229,13 @@ class N2VConfig(argparse.Namespace):
         weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's and CAREamics'). Changes training only.
     train_mixed_precision : {None, 'mixed_float16', 'mixed_bfloat16', 'auto'}
         Train with mixed precision (float16/bfloat16 computation, float32 weights, loss and network output; float16
-        with loss scaling). Default ``None``: float32. ``'auto'`` picks, when the network is built, what the machine
-        runs fastest (:func:`n2v_tf.nets.resolve_mixed_precision`): ``'mixed_bfloat16'`` on GPUs of compute capability
-        8.0 or newer and on CPUs with bfloat16 instructions (AMX-BF16 or AVX512-BF16), ``'mixed_float16'`` on older
-        GPUs from 7.0, float32 elsewhere. Prediction and exported models are float32 either way.
+        with loss scaling); ``None``: float32. ``'auto'`` (default of new N2V configs) picks, when the network is
+        built, what the machine runs fastest (:func:`n2v_tf.nets.resolve_mixed_precision`): ``'mixed_bfloat16'`` on
+        GPUs of compute capability 8.0 or newer and on CPUs with bfloat16 instructions (AMX-BF16 or AVX512-BF16),
+        ``'mixed_float16'`` on older GPUs from 7.0, float32 elsewhere (measured on the quality protocol: the same PSNR
+        within seed noise, 2.2x faster training steps on an AMX CPU; ``benchmarks/README.md``). ``config.json`` files
+        without the field and the ``'n2v-0.3'`` and ``'pn2v'`` presets (bfloat16 not measured for PN2V) keep
+        ``None``. Prediction and exported models are float32 either way.
     train_fused_batch_norm : bool
         Run batch normalisation with TensorFlow's fused kernel in training and validation (same layers, weights and
         values up to rounding, see :func:`n2v_tf.nets.use_fused_batch_norm`; about 30 % faster CPU steps and 40 %
@@ -322,7 +325,7 @@ class N2VConfig(argparse.Namespace):
         self.unet_upsampling = "linear"
         self.unet_init = "fan_in_uniform"
         self.train_lr_schedule = "cosine"
-        self.train_mixed_precision = None
+        self.train_mixed_precision = "auto"
         self.train_fused_batch_norm = True
         self.unet_conv_bias = False
         self.train_augment = False

@@ -305,8 +305,12 @@ class N2V(CARE):
 
     @property
     def _precision(self) -> str | None:
-        """The dtype policy the network was built with (``config.train_mixed_precision``, ``'auto'`` resolved)."""
-        return resolve_mixed_precision(getattr(self.config, "train_mixed_precision", None))
+        """The dtype policy the network is built with: ``config.train_mixed_precision``, ``'auto'`` resolved for this
+        machine (float32 for PN2V, whose training in bfloat16 has not been measured)."""
+        policy = getattr(self.config, "train_mixed_precision", None)
+        if policy == "auto" and getattr(self.config, "probabilistic", False):
+            return None
+        return resolve_mixed_precision(policy)
 
     def _build(self) -> keras.Model:
         c = self.config
@@ -316,7 +320,7 @@ class N2V(CARE):
                           skip_skipone=c.skip_skipone, single_net_per_channel=c.single_net_per_channel,
                           n_out_per_channel=c.pn2v_samples if c.probabilistic else 1,
                           wide_decoder=c.unet_wide_decoder, batch_norm_momentum=float(c.batch_norm_momentum),
-                          dtype_policy=getattr(c, "train_mixed_precision", None),
+                          dtype_policy=self._precision,
                           upsampling=getattr(c, "unet_upsampling", "nearest"),
                           init=getattr(c, "unet_init", "glorot_uniform"),
                           conv_bias=getattr(c, "unet_conv_bias", True))
@@ -810,8 +814,9 @@ class N2V(CARE):
                 compiled = CompiledNetwork(net, 0 if pn2v_output == "mmse" else 1)
             elif self._precision in (None, "float32"):  # fold when tracing; a first small call runs eagerly
                 compiled = CompiledNetwork(lambda: fold_batch_norm(self.keras_model), eager=self.keras_model)
-            else:
-                compiled = CompiledNetwork(fold_batch_norm(self.keras_model))  # float32 copy of a mixed network
+            else:  # a float32 folded copy of a mixed network; a first small call runs it eagerly, as above
+                folded = fold_batch_norm(self.keras_model)
+                compiled = CompiledNetwork(folded, eager=folded)
             cache = self._inference_cache = (key, compiled)
         return cache[1]
 

@@ -204,6 +204,23 @@ def test_auto_precision_builds_the_resolved_policy_and_predicts_float32(tmp_path
         monkeypatch.setattr(nets, "_cpu_has_bfloat16", lambda cpuinfo="": has_bf16)
         model = N2V(config, f"m{has_bf16}", basedir=str(tmp_path))
         assert model.keras_model.get_layer("channel_0down_level_0_no_0").dtype_policy.name == policy
-        assert model.predict(X[0, ..., 0], "YX").dtype == np.float32
+        first = model.predict(X[0, ..., 0], "YX")  # a small first call: eager, on the float32 folded copy
+        assert first.dtype == np.float32
+        again = model.predict(X[0, ..., 0], "YX")  # traced
+        np.testing.assert_allclose(again, first, atol=1e-5 * max(np.ptp(first), 1e-6))
         saved = json.loads((tmp_path / f"m{has_bf16}" / "config.json").read_text())
         assert saved["train_mixed_precision"] == "auto"  # resolved again where the folder is trained next
+
+
+def test_auto_precision_keeps_pn2v_in_float32(monkeypatch):
+    import n2v_tf.nets as nets
+    from n2v_tf import GaussianMixtureNoiseModel
+    monkeypatch.setattr(nets, "_cpu_has_bfloat16", lambda cpuinfo="": True)
+    X = np.random.default_rng(5).normal(size=(2, 32, 32, 1)).astype(np.float32)
+    nm = GaussianMixtureNoiseModel(np.array([[0.7], [0.0], [0.0]]), min_signal=-3.0, max_signal=3.0)
+    for probabilistic, policy in ((False, "mixed_bfloat16"), (True, "float32")):
+        config = N2VConfig(X, unet_n_depth=1, unet_n_first=4, probabilistic=probabilistic, pn2v_samples=4,
+                           train_tensorboard=False)
+        assert config.train_mixed_precision == "auto"  # the default of new configs
+        model = N2V(config, None, basedir=None, noise_model=nm if probabilistic else None)
+        assert model.keras_model.get_layer("channel_0down_level_0_no_0").dtype_policy.name == policy

@@ -98,16 +98,17 @@ def test_presets_give_the_documented_configs():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                        unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
-                       train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False)
+                       train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False,
+                       train_mixed_precision="auto")
     expected = {
         "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
                     unet_residual=False, probabilistic=False),
         "n2v2": dict(recommended, n2v_manipulator="median", blurpool=True, skip_skipone=True, unet_residual=False),
-        "pn2v": dict(recommended, probabilistic=True, blurpool=False),
+        "pn2v": dict(recommended, probabilistic=True, blurpool=False, train_mixed_precision=None),
         "n2v-0.3": dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                         unet_init="glorot_uniform", train_lr_schedule=None, unet_kern_size=5, n2v_perc_pix=1.5,
                         train_loss="mae", n2v_manipulator="uniform_withCP", train_fused_batch_norm=False,
-                        unet_conv_bias=True, train_restore_best=True),
+                        unet_conv_bias=True, train_restore_best=True, train_mixed_precision=None),
     }
     for name, fields in expected.items():
         config = N2VConfig.preset(name, X)
