@@ -322,11 +322,12 @@ def build_table(summary: dict) -> tuple[str, dict]:
     ours = metrics(tools["n2v_tf"]) if "n2v_tf" in tools and not tools["n2v_tf"].get("skipped") else None
     refs = {t: metrics(tools[t]) for t in REFS if t in tools and not tools[t].get("skipped")}
     ratios = {}
-    if ours:
-        def best(key, fn):
-            vals = [(m[key], t) for t, m in refs.items() if m[key] is not None]
-            return fn(vals) if vals else (None, None)
 
+    def best(key, fn):
+        vals = [(m[key], t) for t, m in refs.items() if m[key] is not None]
+        return fn(vals) if vals else (None, None)
+
+    if ours:
         for key, fn in (("step", min), ("median", min), ("net", min), ("big", max), ("loop", max)):
             v, t = best(key, fn)
             ratios[key] = dict(value=ratio(ours[key], v), ref=t)
@@ -351,8 +352,7 @@ def build_table(summary: dict) -> tuple[str, dict]:
         m = metrics(e)
         rt = {}
         for key in ("step", "median", "net"):
-            vals = [(r[key], t) for t, r in refs.items() if r[key] is not None]
-            v, t = min(vals) if vals else (None, None)
+            v, t = best(key, min)
             rt[key] = dict(value=ratio(m[key], v), ref=t)
         ratios[tool] = rt
 

@@ -216,10 +216,10 @@ def _make_config(train: list[np.ndarray], patch: tuple[int, ...], preset: str, *
     ``perc_pix=None``: the preset's, or with a struct mask the ``'structn2v'`` preset's)."""
     from .config import PRESETS, N2VConfig
     from .masking import box_size
+    n_dim = len(patch)
     if perc_pix is None:
         perc_pix = PRESETS["structn2v" if struct_mask else preset].get(
-            "n2v_perc_pix", N2VConfig(n_dim=len(patch)).n2v_perc_pix)
-    n_dim = len(patch)
+            "n2v_perc_pix", N2VConfig(n_dim=n_dim).n2v_perc_pix)
     box = box_size(perc_pix, n_dim)
     if np.prod(patch) < box ** n_dim:
         raise CLIError(f"the patch {patch} is too small for --perc-pix {perc_pix}: a patch needs at least "

@@ -305,15 +305,16 @@ class N2V(CARE):
 
     @property
     def _precision(self) -> str | None:
-        """The dtype policy the network is built with: ``config.train_mixed_precision``, ``'auto'`` resolved for this
-        machine (float32 for PN2V, whose training in bfloat16 has not been measured)."""
-        policy = getattr(self.config, "train_mixed_precision", None)
-        if policy == "auto" and getattr(self.config, "probabilistic", False):
-            return None
-        return resolve_mixed_precision(policy)
+        """The dtype policy the network was built with (``config.train_mixed_precision``, ``'auto'`` resolved once,
+        in :meth:`_build`)."""
+        return self._built_precision
 
     def _build(self) -> keras.Model:
         c = self.config
+        policy = getattr(c, "train_mixed_precision", None)
+        # 'auto' is resolved here, once per network (it reads the CPU flags / GPU list); PN2V stays float32: its
+        # training in bfloat16 has not been measured
+        self._built_precision = None if policy == "auto" and c.probabilistic else resolve_mixed_precision(policy)
         net = build_unet(n_dim=c.n_dim, n_channel_in=c.n_channel_in, n_depth=c.unet_n_depth,
                           kern_size=c.unet_kern_size, n_first=c.unet_n_first, batch_norm=c.batch_norm,
                           last_activation=c.unet_last_activation, residual=c.unet_residual, blurpool=c.blurpool,
