@@ -1359,8 +1359,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                 n2v_config=n2v_config, pn2v_config=pn2v_config, n2v_name=n2v_name, kind=args.kind,
                 clip_percent=args.clip_percent, noise_model_kwargs=_fit_kwargs(args, args.kind, args.gmm_steps),
                 reuse_n2v=args.reuse_n2v, overwrite=args.overwrite, qc_figure=not args.no_png,
-                bootstrap_tta=args.bootstrap_tta, warm_start=args.warm_start, seed=args.seed,
-                verbose=args.verbose)
+                bootstrap_tta=args.bootstrap_tta, seed=args.seed, verbose=args.verbose)
         except (ValueError, TypeError, OSError) as e:
             raise _bootstrap_error(e) from None
     print()
@@ -1614,9 +1613,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bootstrap-tta", action="store_true",
                    help="fit the noise model to N2V's test-time-augmented prediction (8 flips/rotations averaged: "
                         "closer to the signal, 8x the prediction time)")
-    b.add_argument("--warm-start", action="store_true",
-                   help="start the PN2V network from the trained N2V network (same network in both stages) "
-                        "instead of random weights")
     b.add_argument("--no-png", action="store_true", help="do not plot the noise model")
     b.set_defaults(func=cmd_bootstrap)
 

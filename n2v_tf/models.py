@@ -1051,11 +1051,6 @@ def _load_noise_model(logdir: Path):
 PN2V_SHARED_FIELDS = ("unet_n_depth", "unet_n_first", "unet_kern_size", "n2v_patch_shape", "n2v_perc_pix",
                       "train_epochs", "train_steps_per_epoch", "train_batch_size", "train_learning_rate",
                       "train_tensorboard", "train_augment")
-#: Config fields that define the network's layers and function: ``train_pn2v_bootstrapped(warm_start=True)`` needs
-#: the same values in both stages.
-WARM_START_FIELDS = ("n_dim", "n_channel_in", "unet_n_depth", "unet_kern_size", "unet_n_first", "batch_norm",
-                     "unet_residual", "blurpool", "skip_skipone", "single_net_per_channel", "unet_wide_decoder",
-                     "unet_conv_bias", "unet_upsampling", "unet_last_activation")
 #: File name of the noise-model figure in the PN2V model folder.
 NOISE_MODEL_FIGURE = "noise_model.png"
 
@@ -1183,40 +1178,6 @@ def _new_model(config: N2VConfig, name: str, basedir: Path, overwrite: bool, see
         return N2V(config, name, basedir=str(basedir), overwrite=overwrite, noise_model=noise_model)
 
 
-def _warm_start_pn2v(pn2v_model: N2V, n2v_model: N2V, n2v_folder: Path) -> None:
-    """Copy the N2V network's weights into the PN2V network (``train_pn2v_bootstrapped(warm_start=True)``).
-
-    Layers are matched by name and must hold weights of the same shapes, except the final 1x1 convolution: its
-    ``K`` output channels become the N2V kernel/bias (one channel, repeated) plus their own random initialisation,
-    so every prior sample starts near N2V's prediction while the samples still differ (identical channels would get
-    identical gradients and never separate).
-    """
-    source = {layer.name: layer for layer in n2v_model.keras_model.layers if layer.weights}
-    copies, final = [], None
-    for layer in pn2v_model.keras_model.layers:
-        if not layer.weights:
-            continue
-        src = source.get(layer.name)
-        old = [np.asarray(w) for w in src.get_weights()] if src is not None else None
-        new = [np.asarray(w) for w in layer.get_weights()]
-        if old is not None and [w.shape for w in old] == [w.shape for w in new]:
-            copies.append((layer, old))
-        elif layer.name.endswith("final") and old is not None and len(old) == len(new) \
-                and all(o.shape[:-1] == w.shape[:-1] and o.shape[-1] == 1 for o, w in zip(old, new)):
-            final = (layer, [w + o for o, w in zip(old, new)])
-        else:
-            have = None if old is None else [w.shape for w in old]
-            raise ValueError(f"warm_start=True needs the same network in both stages, but the PN2V layer "
-                             f"'{layer.name}' (weights {[w.shape for w in new]}) has no counterpart in the N2V model "
-                             f"'{n2v_folder}' (found: {have}); train both stages with the same network fields, or "
-                             "pass warm_start=False")
-    if final is None:
-        raise ValueError(f"warm_start=True: no final convolution with one output channel in the N2V model "
-                         f"'{n2v_folder}' to start the PN2V samples from")
-    for layer, weights in copies + [final]:
-        layer.set_weights(weights)
-
-
 def _train_stage(model: N2V, X, X_val, what: str, seed: int | None, verbose: int
                  ) -> tuple[keras.callbacks.History, float, bool]:
     """Train ``model``; returns ``(history, seconds, completed)`` (``completed`` False after a Ctrl-C)."""
@@ -1250,7 +1211,7 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
                             n2v_name: str | None = None, kind: str = "gmm", clip_percent: float = 0.5,
                             noise_model_kwargs: Mapping[str, Any] | None = None, reuse_n2v: bool = False,
                             overwrite: bool = False, qc_figure: bool = True, n_tiles: Sequence[int] | None = None,
-                            bootstrap_tta: bool = False, warm_start: bool = False, seed: int | None = None,
+                            bootstrap_tta: bool = False, seed: int | None = None,
                             verbose: int = 1) -> PN2VBootstrapResult:
     """Fully unsupervised Probabilistic Noise2Void: train N2V, bootstrap a noise model from it, train PN2V.
 
@@ -1307,11 +1268,6 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
         Bootstrap from N2V's test-time-augmented prediction (the mean over the 8 YX flips/rotations; 8 times the
         prediction time of the second stage): a pseudo ground truth closer to the signal, so a noise model closer to
         the true one (measured in ``benchmarks/README.md``, "PN2V").
-    warm_start : bool
-        Start the PN2V network from the trained N2V network instead of random weights: every layer is copied except
-        the last 1x1 convolution, whose ``pn2v_samples`` output channels start as N2V's single output plus the
-        random initialisation (so the samples begin around N2V's prediction and still differ). Needs the same
-        network in both stages (the default, since the PN2V stage takes the N2V stage's network fields).
     seed : int, optional
         Seeds the initial weights (``keras.utils.set_random_seed``, which also seeds Python's and NumPy's global
         generators) and the batches of both trainings, for a reproducible run.
@@ -1328,8 +1284,7 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
     ------
     ValueError
         ``n2v_name == name``, a config of the wrong kind (probabilistic or not), multi-channel data, ``axes`` that do
-        not fit, bad ``kind``/``clip_percent``; ``warm_start`` with networks that differ; a failed training or fit
-        (the message names the stage).
+        not fit, bad ``kind``/``clip_percent``; a failed training or fit (the message names the stage).
     TypeError
         ``noise_model_kwargs`` that the noise model's ``fit`` does not take.
     FileExistsError
@@ -1414,13 +1369,6 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
         what = f"reuse_n2v=True: '{n2v_folder}' is" if reuse_n2v else "n2v_config is"
         raise ValueError(f"{what} a {n2v_config.n_dim}D model, but the training data (pn2v_config) are "
                          f"{pn2v_config.n_dim}D")
-    if warm_start:
-        differ = [f"{f}={getattr(n2v_config, f, None)!r} vs {getattr(pn2v_config, f, None)!r}"
-                  for f in WARM_START_FIELDS if getattr(n2v_config, f, None) != getattr(pn2v_config, f, None)]
-        if differ:
-            raise ValueError("warm_start=True starts the PN2V network from the N2V network, so both stages need the "
-                             f"same network, but the N2V and PN2V configs differ in {', '.join(differ)}; give both "
-                             "the same values, or pass warm_start=False")
     images, axes = _bootstrap_images(images, axes, pn2v_config.n_dim)
 
     seconds = {"n2v": 0.0, "noise_model": 0.0, "pn2v": 0.0}
@@ -1457,9 +1405,6 @@ def train_pn2v_bootstrapped(X: np.ndarray | Sequence[np.ndarray], X_val: np.ndar
                 pn2v_config.pn2v_samples, pn2v_config.train_epochs, pn2v_config.train_steps_per_epoch, folder)
     pn2v_model = _new_model(pn2v_config, name, basedir, overwrite, seed, noise_model=noise_model)
     logger.info("Saved the noise model as '%s'.", folder / noise_model_file(kind))
-    if warm_start:
-        _warm_start_pn2v(pn2v_model, n2v_model, n2v_folder)
-        logger.info("The PN2V network starts from the N2V network's weights (warm_start=True).")
     figure = None
     (folder / NOISE_MODEL_FIGURE).unlink(missing_ok=True)   # the figure of a replaced model
     if qc_figure:

@@ -671,8 +671,8 @@ def test_train_mixed_precision_flag_overrides_the_preset(flag, expected, tmp_pat
     assert config.train_mixed_precision == want
 
 
-@pytest.mark.parametrize("flag", ([], ["--bootstrap-tta"], ["--warm-start"], ["--bootstrap-tta", "--warm-start"]))
-def test_bootstrap_flags_reach_the_pipeline(flag, photon_tif, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag", ([], ["--bootstrap-tta"]))
+def test_bootstrap_tta_flag_reaches_the_pipeline(flag, photon_tif, tmp_path, monkeypatch):
     import n2v_tf.models as models_module
     seen = {}
 
@@ -683,5 +683,4 @@ def test_bootstrap_flags_reach_the_pipeline(flag, photon_tif, tmp_path, monkeypa
     monkeypatch.setattr(models_module, "train_pn2v_bootstrapped", fake_pipeline)
     assert main(["bootstrap", str(photon_tif.parent), "--axes", "YX", "--model-dir", str(tmp_path / "m"),
                  "--name", "pn", "--patch", "32"] + flag + TINY) == 2
-    assert seen["bootstrap_tta"] is ("--bootstrap-tta" in flag)
-    assert seen["warm_start"] is ("--warm-start" in flag)
+    assert seen["bootstrap_tta"] is bool(flag)

@@ -119,35 +119,6 @@ def test_bootstrap_pipeline_3d(tmp_path):
     assert out.shape == imgs[0].shape and np.isfinite(out).all()
 
 
-@pytest.mark.parametrize("n_dim", (2, 3))
-def test_warm_start_copies_the_n2v_network(n_dim):
-    """warm_start: every layer is N2V's; the K final channels are N2V's one channel plus their own initialisation."""
-    from n2v_tf.models import _warm_start_pn2v
-    X, _, imgs, axes = data(n_dim)
-    n2v_config, pn2v_config = configs(X, n_dim)
-    n2v, pn2v = N2V(n2v_config, "a", basedir=None), N2V(pn2v_config, "b", basedir=None)
-    fresh = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in pn2v.keras_model.layers}
-    _warm_start_pn2v(pn2v, n2v, "a")
-    source = {layer.name: layer.get_weights() for layer in n2v.keras_model.layers}
-    n_final = 0
-    for layer in pn2v.keras_model.layers:
-        for w, old, new in zip(layer.get_weights(), source.get(layer.name, []), fresh[layer.name]):
-            if layer.name.endswith("final"):
-                n_final += 1
-                assert old.shape[-1] == 1 and w.shape[-1] == pn2v_config.pn2v_samples
-                np.testing.assert_allclose(w, old + new, rtol=1e-6, atol=1e-7)
-                assert np.ptp(w, axis=-1).max() > 0          # the samples still differ
-            else:
-                np.testing.assert_array_equal(w, old)
-    assert n_final >= 1
-    # the prior samples now scatter around N2V's prediction instead of the random network's output
-    img = imgs[0]
-    n2v_pred = n2v.predict(img, axes)
-    prior = pn2v.predict(img, axes, pn2v_output="prior_mean")
-    cold = N2V(pn2v_config, "c", basedir=None).predict(img, axes, pn2v_output="prior_mean")
-    assert np.abs(prior - n2v_pred).mean() < np.abs(cold - n2v_pred).mean()
-
-
 def test_bad_input_is_refused_before_training(tmp_path):
     X, X_val, imgs, axes = data(2)
     n2v_config, pn2v_config = configs(X, 2)
@@ -176,10 +147,6 @@ def test_bad_input_is_refused_before_training(tmp_path):
         run(clip_percent=50)
     with pytest.raises(TypeError, match="noise_model_kwargs"):
         run(noise_model_kwargs={"bins": 10})        # a histogram option for the GMM
-    wider = configs(X, 2)[1]
-    wider.unet_n_first = 8
-    with pytest.raises(ValueError, match=r"warm_start=True .* unet_n_first=4 vs 8"):
-        run(pn2v_config=wider, warm_start=True)
     # existing folders: named, with what to pass
     (tmp_path / "pn_n2v").mkdir()
     (tmp_path / "pn_n2v" / "config.json").write_text("{}")
