@@ -19,9 +19,11 @@ Experiments:
       dark frame (a noise-only image of the same process), on the flattest crop of the noisy test
       image (a background region, found without clean data), and on the residuals
       ``noisy - prediction`` of the trained N2V and structN2V models -> the recovered spans.
-(ii)  2D: N2V (uniform_withCP), structN2V (1x9 mask along X), structN2V + N2V2 (blurpool,
-      skip_skipone, median) with the same budget: U-Net depth 2, 32 first-level filters, kernel 3,
-      batch 16, patch 64x64, n2v_perc_pix 0.198, Adam 4e-4, the same steps -> PSNR on camera.
+(ii)  2D: the library's presets (``VARIANT_PRESET``): N2V (preset 'n2v'), structN2V (preset 'structn2v', 1x9 mask
+      along X), structN2V + N2V2 (preset 'n2v2' with the same mask: blurpool, skip_skipone, median) with the same
+      budget on top: U-Net depth 2, 32 first-level filters, kernel 3, batch 16, patch 64x64, n2v_perc_pix 0.198,
+      Adam 4e-4, the same steps -> PSNR on camera (each preset's other defaults: final weights, cosine decay,
+      mixed precision 'auto', ...).
 (iii) 3D: the same three with a 1x9x1 mask along Y, patch 16x32x32 -> PSNR on the camera volume.
 
 The residuals' correlation with the next pixel along the noise axis (``lag1``) is reported as well:
@@ -154,13 +156,14 @@ def _step_timer():
     return StepTimer()
 
 
+#: the library preset each variant starts from (the protocol's budget and the struct mask go on top)
+VARIANT_PRESET = {"N2V": "n2v", "structN2V": "structn2v", "structN2V+N2V2": "n2v2"}
+
+
 def variant_kwargs(variant: str, n_dim: int) -> dict:
     from n2v_tf import struct_mask
     mask = struct_mask(NOISE_AXIS[n_dim], BOX, n_dim).tolist()
-    return {"N2V": dict(n2v_manipulator="uniform_withCP"),
-            "structN2V": dict(n2v_manipulator="uniform_withCP", structN2Vmask=mask),
-            "structN2V+N2V2": dict(n2v_manipulator="median", blurpool=True, skip_skipone=True, structN2Vmask=mask),
-            }[variant]
+    return {"N2V": {}, "structN2V": dict(structN2Vmask=mask), "structN2V+N2V2": dict(structN2Vmask=mask)}[variant]
 
 
 def lag1(x: np.ndarray, axis: int) -> float:
@@ -179,7 +182,7 @@ def run_model(variant: str, n_dim: int, data: dict, steps: int, epochs: int, arg
     keras.utils.set_random_seed(args.seed)
     kw = dict(PROTOCOL, n2v_patch_shape=PATCH[n_dim], train_epochs=epochs, train_steps_per_epoch=steps // epochs,
               **variant_kwargs(variant, n_dim))
-    config = N2VConfig(data["train"], **kw)
+    config = N2VConfig.preset(VARIANT_PRESET[variant], data["train"], **kw)
     name = f"structn2v_{n_dim}d_{variant.replace('+', '_').lower()}"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="output path for model already exists")
@@ -205,7 +208,9 @@ def run_model(variant: str, n_dim: int, data: dict, steps: int, epochs: int, arg
                residual_lag1=lag1(data["test_noisy"] - pred, ax), error_lag1=lag1(pred - data["test_clean"], ax),
                n_params=int(model.keras_model.count_params()),
                history={k: [float(v) for v in vals] for k, vals in hist.history.items()},
-               config={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
+               preset=VARIANT_PRESET[variant],
+               config={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
+                       if isinstance(v, (int, float, str, bool, tuple, list, dict, type(None)))})
     print(f"[{n_dim}D {variant}] PSNR {res['psnr']:.2f} dB (input {res['psnr_input']:.2f}); train {train_s:.1f} s "
           f"({n_steps} steps, {step_s:.3f} s/step), predict {predict_s:.1f} s", flush=True)
     return res, pred
