@@ -6,7 +6,8 @@ For every n2v_tf model folder that ``bench_quality.py`` left in ``benchmarks/_ru
 - ``plain``: the best-validation weights (``weights_best.h5``; the protocol scores them for configs with
   ``train_restore_best=True``, the last weights otherwise);
 - ``tta``: ``model.predict(..., tta=True)`` (8 flips/90-degree rotations in 2D, averaged);
-- ``last``: the last epoch's weights (``weights_last.h5``);
+- ``last``: the last epoch's weights (``weights_last.h5``; what configs with ``train_restore_best=False`` predict);
+- ``last, tta``: the same with ``tta=True``;
 - ``best+last``: the mean of the best and the last weights' predictions (a two-checkpoint ensemble);
 - ``best+last, tta``: the same with ``tta=True`` for both;
 
@@ -70,10 +71,12 @@ def evaluate_folder(folder: Path, ds: dict) -> dict:
     model.keras_model.load_weights(str(folder / "weights_last.h5"))
     last, _ = _predict_all(model, ds, axes, False)
     last_tta, _ = _predict_all(model, ds, axes, True)
-    for key, preds in (("plain", plain), ("tta", tta), ("last", last),
+    for key, preds in (("plain", plain), ("tta", tta), ("last", last), ("last, tta", last_tta),
                        ("best+last", [(a + b) / 2 for a, b in zip(plain, last)]),
                        ("best+last, tta", [(a + b) / 2 for a, b in zip(tta, last_tta)])):
-        out[key] = qd.evaluate(ds, preds)["psnr"]
+        ev = qd.evaluate(ds, preds)
+        out[key] = ev["psnr"]
+        out[key + " per image"] = {r["image"]: r["psnr"] for r in ev["per_image"]}
     out["checker_residual"] = float(np.mean([nyquist_power_ratio(n - p) for n, p in zip(ds["test_noisy"], plain)]))
     out["checker_error"] = float(np.mean([nyquist_power_ratio(p - c) for p, c in zip(plain, ds["test_clean"])]))
     return out
@@ -87,9 +90,9 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     args = ap.parse_args(argv)
     rows = []
-    print("| model | PSNR plain | tta | last | best+last | best+last, tta | plain s | tta s | checker residual "
-          "| checker error |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | PSNR plain | tta | last | last, tta | best+last | best+last, tta | plain s | tta s "
+          "| checker residual | checker error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for dname in args.datasets:
         ds = qd.load(dname)
         for variant in args.variants:
@@ -99,13 +102,14 @@ def main(argv=None) -> None:
                 r = evaluate_folder(folder, ds)
                 r.update(model=folder.name, variant=variant, dataset=dname)
                 rows.append(r)
-                print(f"| {folder.name} | {r['plain']:.2f} | {r['tta']:.2f} | {r['last']:.2f} | {r['best+last']:.2f} "
+                print(f"| {folder.name} | {r['plain']:.2f} | {r['tta']:.2f} | {r['last']:.2f} | {r['last, tta']:.2f} "
+                      f"| {r['best+last']:.2f} "
                       f"| {r['best+last, tta']:.2f} | {r['plain_s']:.1f} | {r['tta_s']:.1f} | "
                       f"{r['checker_residual']:.3f} | {r['checker_error']:.2f} |", flush=True)
     print()
-    print("| variant | dataset | n | plain | tta - plain | last - plain | best+last - plain | best+last, tta - plain "
-          "| tta time x | checker residual | checker error |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| variant | dataset | n | plain | tta - plain | last - plain | last, tta (spread) | best+last - plain "
+          "| best+last, tta - plain | tta time x | checker residual | checker error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dname in args.datasets:
         for variant in args.variants:
             g = [r for r in rows if r["variant"] == variant and r["dataset"] == dname]
@@ -118,7 +122,9 @@ def main(argv=None) -> None:
             def d(key, g=g):
                 return float(np.mean([r[key] - r["plain"] for r in g]))
 
+            lt = [r["last, tta"] for r in g]
             print(f"| {variant} | {dname} | {len(g)} | {m('plain'):.2f} | {d('tta'):+.2f} | {d('last'):+.2f} | "
+                  f"{np.mean(lt):.2f} ± {max(lt) - min(lt):.2f} | "
                   f"{d('best+last'):+.2f} | {d('best+last, tta'):+.2f} | {m('tta_s') / m('plain_s'):.1f} | "
                   f"{m('checker_residual'):.3f} | {m('checker_error'):.2f} |")
     if args.json:
