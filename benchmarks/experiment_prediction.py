@@ -8,6 +8,8 @@ For every n2v_tf model folder that ``bench_quality.py`` left in ``benchmarks/_ru
 - ``tta``: ``model.predict(..., tta=True)`` (8 flips/90-degree rotations in 2D, averaged);
 - ``last``: the last epoch's weights (``weights_last.h5``; what configs with ``train_restore_best=False`` predict);
 - ``last, tta``: the same with ``tta=True``;
+- ``last, mean`` / ``last, tta, mean``: the last weights with ``match_mean=True`` (each prediction shifted to the
+  mean of its noisy input), without and with ``tta=True``;
 - ``best+last``: the mean of the best and the last weights' predictions (a two-checkpoint ensemble);
 - ``best+last, tta``: the same with ``tta=True`` for both;
 
@@ -52,9 +54,10 @@ def nyquist_power_ratio(x: np.ndarray) -> float:
     return float(p[on].mean() / p.mean())
 
 
-def _predict_all(model, ds, axes, tta):
+def _predict_all(model, ds, axes, tta, match_mean=False):
     t0 = time.perf_counter()
-    preds = [np.asarray(model.predict(img, axes, tta=tta), np.float32) for img in ds["test_noisy"]]
+    preds = [np.asarray(model.predict(img, axes, tta=tta, match_mean=match_mean), np.float32)
+             for img in ds["test_noisy"]]
     return preds, time.perf_counter() - t0
 
 
@@ -71,7 +74,10 @@ def evaluate_folder(folder: Path, ds: dict) -> dict:
     model.keras_model.load_weights(str(folder / "weights_last.h5"))
     last, _ = _predict_all(model, ds, axes, False)
     last_tta, _ = _predict_all(model, ds, axes, True)
+    last_mm, _ = _predict_all(model, ds, axes, False, True)
+    last_tta_mm, _ = _predict_all(model, ds, axes, True, True)
     for key, preds in (("plain", plain), ("tta", tta), ("last", last), ("last, tta", last_tta),
+                       ("last, mean", last_mm), ("last, tta, mean", last_tta_mm),
                        ("best+last", [(a + b) / 2 for a, b in zip(plain, last)]),
                        ("best+last, tta", [(a + b) / 2 for a, b in zip(tta, last_tta)])):
         ev = qd.evaluate(ds, preds)
@@ -107,9 +113,10 @@ def main(argv=None) -> None:
                       f"| {r['best+last, tta']:.2f} | {r['plain_s']:.1f} | {r['tta_s']:.1f} | "
                       f"{r['checker_residual']:.3f} | {r['checker_error']:.2f} |", flush=True)
     print()
-    print("| variant | dataset | n | plain | tta - plain | last - plain | last, tta (spread) | best+last - plain "
+    print("| variant | dataset | n | plain | tta - plain | last - plain | last (spread) | last, tta (spread) "
+          "| last, mean (spread) | last, tta, mean (spread) | best+last - plain "
           "| best+last, tta - plain | tta time x | checker residual | checker error |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dname in args.datasets:
         for variant in args.variants:
             g = [r for r in rows if r["variant"] == variant and r["dataset"] == dname]
@@ -122,9 +129,12 @@ def main(argv=None) -> None:
             def d(key, g=g):
                 return float(np.mean([r[key] - r["plain"] for r in g]))
 
-            lt = [r["last, tta"] for r in g]
+            def ms(key, g=g):
+                v = [r[key] for r in g]
+                return f"{np.mean(v):.2f} ± {max(v) - min(v):.2f}"
+
             print(f"| {variant} | {dname} | {len(g)} | {m('plain'):.2f} | {d('tta'):+.2f} | {d('last'):+.2f} | "
-                  f"{np.mean(lt):.2f} ± {max(lt) - min(lt):.2f} | "
+                  f"{ms('last')} | {ms('last, tta')} | {ms('last, mean')} | {ms('last, tta, mean')} | "
                   f"{d('best+last'):+.2f} | {d('best+last, tta'):+.2f} | {m('tta_s') / m('plain_s'):.1f} | "
                   f"{m('checker_residual'):.3f} | {m('checker_error'):.2f} |")
     if args.json:

@@ -383,6 +383,11 @@ def _pn2v_extra(model, args: argparse.Namespace) -> dict:
               f"({c.pn2v_samples} samples per pixel).")
     elif args.pn2v_output is not None:
         raise CLIError(f"--pn2v-output is for PN2V models; '{args.name}' is a plain N2V model")
+    if getattr(args, "match_mean", False):
+        if c.probabilistic:
+            raise CLIError(f"--match-mean is for N2V models; '{args.name}' is a PN2V model (its MMSE estimate is not "
+                           "an expectation of the noisy pixels): predict without it")
+        extra["match_mean"] = True
     return extra
 
 
@@ -782,6 +787,9 @@ def cmd_predict_large(args: argparse.Namespace) -> int:
     if args.n_tiles is not None and not all(per_file):
         raise CLIError("--n-tiles is for in-memory prediction of TIFF/PNG files; block-wise and Zarr prediction "
                        "choose their tiles themselves (--block-shape)")
+    if args.match_mean and not all(per_file):
+        raise CLIError("--match-mean needs each whole image in memory: predict TIFF/PNG files to an output folder "
+                       "(without --blocks or Zarr), or drop --match-mean for block-wise prediction")
     if c.probabilistic and args.pn2v_output == "prior_mean" and not all(per_file):
         raise CLIError("--pn2v-output prior_mean: block-wise and Zarr prediction write the MMSE estimate; predict "
                        "TIFF files to an output folder (without --blocks) for the prior mean")
@@ -1502,6 +1510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-tiles", type=int, nargs="+", metavar="N", default=None,
                    help="tiles per image axis (one number per letter of --axes, 1 for C/S/T), for large images")
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (test-time augmentation)")
+    p.add_argument("--match-mean", action="store_true",
+                   help="N2V models: shift each image's prediction (per channel) to the mean of the input, removing "
+                        "a global offset of the network (in-memory prediction only)")
     p.add_argument("--dtype", choices=("float32", "input"), default="float32",
                    help="pixel type of the outputs: float32, or that of each input (integers rounded and clipped to "
                         "the type's range)")

@@ -150,3 +150,17 @@ def test_dask_scheduler_address_of_a_local_cluster(tmp_path, model_and_tif):
         assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "c.zarr", "--block-shape", "48,40",
                         "--dask-scheduler", cluster.scheduler_address) == 0
     _close(zarr.open_array(str(tmp_path / "c.zarr"), mode="r")[...], ref)
+
+
+def test_match_mean_in_memory_and_refused_blockwise(tmp_path, model_and_tif, capsys):
+    model, img, plain = model_and_tif
+    out = tmp_path / "den"
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", out, "--match-mean") == 0
+    got = tifffile.imread(out / "big_n2v.tif")
+    _close(got, model.predict(img, "YX", match_mean=True))
+    assert abs(float(got.mean()) - float(img.mean())) < 1e-4 * np.ptp(img)
+    assert abs(float(plain.mean()) - float(img.mean())) > 1e-2 * np.ptp(img)   # the plain prediction is offset
+    capsys.readouterr()
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out.zarr", "--match-mean") == 2
+    assert "--match-mean needs each whole image in memory" in _error_line(capsys)
+    assert not (tmp_path / "out.zarr").exists()

@@ -192,3 +192,51 @@ def test_train_augment_reaches_the_training_sequence(augment, tmp_path, monkeypa
     assert len(made) == 1 and made[0].augment is augment
     saved = json.loads((tmp_path / "aug" / "config.json").read_text())
     assert saved["train_augment"] is augment
+
+
+# --------------------------------------------------------------------------- predict(match_mean=True)
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_match_mean_shifts_each_image_and_channel_to_the_input_mean(n_dim):
+    """match_mean: per image (S) and channel, prediction + a constant whose mean is the input's; NaN pixels ignored."""
+    rng = np.random.default_rng(0)
+    spatial = (32, 40) if n_dim == 2 else (8, 16, 24)
+    X = (rng.normal(size=(2, *spatial, 2)) * 5 + 50).astype(np.float32)
+    model = N2V(tiny_config(X, n_channel_in=2, unet_n_depth=1, unet_n_first=4), "mm", basedir=None)
+    random_batch_norm(model.keras_model, rng)
+    axes = "S" + "ZYX"[-n_dim:] + "C"
+    img = np.stack([X[0], X[1] * 2 - 30])            # two images with different statistics
+    plain = model.predict(img, axes)
+    matched = model.predict(img, axes, match_mean=True)
+    space = tuple(range(1, n_dim + 1))
+    np.testing.assert_allclose(matched.mean(space, dtype=np.float64), img.mean(space, dtype=np.float64),
+                               rtol=0, atol=1e-4 * np.ptp(img))
+    shift = matched - plain                          # a constant per image and channel ...
+    np.testing.assert_allclose(shift, np.broadcast_to(shift.mean(space, keepdims=True), shift.shape), rtol=0,
+                               atol=1e-4 * np.ptp(img))
+    offsets = shift.mean(space)
+    assert np.abs(offsets).max() > 1e-2 * np.ptp(img)            # ... that is not zero for this untrained network
+    assert not np.allclose(offsets[0], offsets[1])               # ... and computed for each image
+    # NaN pixels (nan_policy='fill'): the means are taken over the finite pixels, NaN stays NaN
+    holed = img[0].copy()
+    holed[(0,) * n_dim] = np.nan
+    with pytest.warns(UserWarning, match="NaN"):
+        out = model.predict(holed, axes[1:], nan_policy="fill", match_mean=True)
+    assert np.isnan(out[(0,) * n_dim]).all() and np.isfinite(out).sum() == out.size - 2
+    np.testing.assert_allclose(np.nanmean(out.reshape(-1, 2), 0, dtype=np.float64),
+                               np.nanmean(holed.reshape(-1, 2), 0, dtype=np.float64), rtol=0, atol=1e-4 * np.ptp(img))
+    # tiled == untiled, also with match_mean
+    tiles = (1,) + (2,) * n_dim + (1,)
+    np.testing.assert_allclose(model.predict(img, axes, n_tiles=tiles, match_mean=True), matched, rtol=0,
+                               atol=1e-4 * np.ptp(matched))
+
+
+def test_match_mean_is_refused_for_pn2v():
+    from n2v_tf import GaussianMixtureNoiseModel
+    rng = np.random.default_rng(0)
+    X = (rng.poisson(20, size=(2, 32, 32, 1))).astype(np.float32)
+    nm = GaussianMixtureNoiseModel.fit(X.ravel(), X.ravel() + rng.normal(0, 1, X.size).astype(np.float32), steps=5)
+    model = N2V(tiny_config(X, probabilistic=True, pn2v_samples=4, unet_n_depth=1, unet_n_first=4), "pn",
+                basedir=None, noise_model=nm)
+    with pytest.raises(ValueError, match="match_mean=True is for N2V models"):
+        model.predict(X[0, ..., 0], "YX", match_mean=True)
