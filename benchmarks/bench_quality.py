@@ -184,13 +184,14 @@ def _tiles(shape, samples: int) -> tuple[int, ...]:
 
 
 def pn2v_bootstrap(X, X_val, train_imgs, axes: str, budget: dict, *, name: str, basedir: str, seed: int,
-                   samples: int, bootstrap: dict = BOOTSTRAP, bootstrap_tta: bool = False) -> dict:
+                   samples: int, bootstrap: dict = BOOTSTRAP, bootstrap_tta: bool = False, n2v_name: str | None = None,
+                   reuse_n2v: bool = False, verbose: int = 1) -> dict:
     """Fully unsupervised PN2V with :func:`n2v_tf.train_pn2v_bootstrapped` (what ``n2v-tf bootstrap`` runs).
 
-    N2V with preset 'n2v' and ``budget`` (folder ``<name>_n2v``), a noise model fitted to (N2V prediction, noisy)
-    pairs of ``train_imgs``, PN2V with preset 'pn2v', the same ``budget`` and ``samples`` samples per pixel.
-    Returns ``n2v`` and ``pn2v`` (records as :func:`_record`, with the models under ``'model'``), ``noise_model``
-    and the seconds of each step.
+    N2V with preset 'n2v' and ``budget`` (folder ``n2v_name``, default ``<name>_n2v``; ``reuse_n2v``: the trained
+    model already there), a noise model fitted to (N2V prediction, noisy) pairs of ``train_imgs``, PN2V with preset
+    'pn2v', the same ``budget`` and ``samples`` samples per pixel. Returns ``n2v`` and ``pn2v`` (records as
+    :func:`_record`, with the models under ``'model'``), ``noise_model`` and the seconds of each step.
     """
     from n2v_tf import N2VConfig, train_pn2v_bootstrapped
 
@@ -202,14 +203,15 @@ def pn2v_bootstrap(X, X_val, train_imgs, axes: str, budget: dict, *, name: str, 
     t_start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="output path for model already exists")
+        n2v_name = n2v_name or f"{name}_n2v"
         out = train_pn2v_bootstrapped(
-            X, X_val, train_imgs, axes, name, basedir, n2v_name=f"{name}_n2v",
-            n2v_config=N2VConfig.preset("n2v", X, **budget),
+            X, X_val, train_imgs, axes, name, basedir, n2v_name=n2v_name,
+            n2v_config=None if reuse_n2v else N2VConfig.preset("n2v", X, **budget),
             pn2v_config=N2VConfig.preset("pn2v", X, **budget, pn2v_samples=int(samples)),
             kind=bootstrap["kind"], clip_percent=bootstrap["clip_percent"], noise_model_kwargs=fit, overwrite=True,
-            qc_figure=False, bootstrap_tta=bootstrap_tta, seed=seed, verbose=1)
+            qc_figure=False, bootstrap_tta=bootstrap_tta, reuse_n2v=reuse_n2v, seed=seed, verbose=verbose)
     sec = out.seconds
-    return dict(n2v=_record(out.n2v_model, out.n2v_history, sec["n2v"], load0, basedir, f"{name}_n2v"),
+    return dict(n2v=_record(out.n2v_model, out.n2v_history, sec["n2v"], load0, basedir, n2v_name),
                 pn2v=_record(out.pn2v_model, out.pn2v_history, sec["pn2v"], load0, basedir, name),
                 noise_model=out.noise_model, n2v_train_s=sec["n2v"], bootstrap_s=sec["noise_model"],
                 pn2v_train_s=sec["pn2v"], total_s=time.perf_counter() - t_start)

@@ -15,45 +15,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_data as qd  # noqa: E402
-from bench_quality import BOOTSTRAP, _seed_all  # noqa: E402
+from bench_quality import pn2v_bootstrap  # noqa: E402
 
 
 def run(seed: int, samples: int, models: Path) -> dict:
-    from n2v_tf import N2VConfig, train_pn2v_bootstrapped
     ds = qd.load("fluo")
     X, X_val, axes = ds["X_train"], ds["X_val"], qd.spatial_axes(ds)
     budget = qd.budget_kwargs(*qd.schedule(argparse.Namespace(quick=False, epochs=None, steps_per_epoch=None)),
                               "fluo")
-    n2v_name = f"n2v_tf_pn2v_boot_tta_fluo_seed{seed}_n2v"
     name = f"n2v_tf_pn2v_s{samples}_fluo_seed{seed}"
-    fit = {k: v for k, v in BOOTSTRAP.items() if k not in ("kind", "clip_percent")}
-    fit.setdefault("seed", seed)
-    _seed_all(seed)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="output path for model already exists")
-        out = train_pn2v_bootstrapped(
-            X, X_val, qd.train_images("fluo"), axes, name, str(models), n2v_name=n2v_name, reuse_n2v=True,
-            pn2v_config=N2VConfig.preset("pn2v", X, **budget, pn2v_samples=samples), kind=BOOTSTRAP["kind"],
-            clip_percent=BOOTSTRAP["clip_percent"], noise_model_kwargs=fit, overwrite=True, qc_figure=False,
-            bootstrap_tta=True, seed=seed, verbose=0)
-    train_s = time.perf_counter() - t0
-    model = out.pn2v_model
+    out = pn2v_bootstrap(X, X_val, qd.train_images("fluo"), axes, budget, name=name, basedir=str(models), seed=seed,
+                         samples=samples, bootstrap_tta=True, n2v_name=f"n2v_tf_pn2v_boot_tta_fluo_seed{seed}_n2v",
+                         reuse_n2v=True, verbose=0)
+    train_s = out["pn2v_train_s"]
+    model = out["pn2v"]["model"]
     tiles = (1, 2) if samples > 400 else None
     res = dict(seed=seed, samples=samples, train_s=train_s, name=name)
     for key, kw in (("mmse", {}), ("mmse tta", dict(tta=True)), ("prior", dict(pn2v_output="prior_mean"))):
         preds = [model.predict(img, axes, n_tiles=tiles, **kw) for img in ds["test_noisy"]]
         res[key] = qd.evaluate(ds, preds)["psnr"]
-    res["loss"] = out.pn2v_history.history["loss"]
-    res["val_loss"] = out.pn2v_history.history["val_loss"]
+    res["loss"] = out["pn2v"]["history"]["loss"]
+    res["val_loss"] = out["pn2v"]["history"]["val_loss"]
     return res
 
 

@@ -369,8 +369,9 @@ def _output_path(outdir: Path, f: Path) -> Path:
     return outdir / (f.stem + "_n2v.tif")
 
 
-def _pn2v_extra(model, args: argparse.Namespace) -> dict:
-    """The ``pn2v_output`` keyword of ``predict`` for PN2V models (checked; says what is written); {} for N2V."""
+def _predict_extra(model, args: argparse.Namespace) -> dict:
+    """The extra keywords of ``predict`` (checked): ``pn2v_output`` for PN2V models (says what is written),
+    ``match_mean`` for ``--match-mean``; {} otherwise."""
     c = model.config
     extra = {}
     if c.probabilistic:
@@ -383,7 +384,7 @@ def _pn2v_extra(model, args: argparse.Namespace) -> dict:
               f"({c.pn2v_samples} samples per pixel).")
     elif args.pn2v_output is not None:
         raise CLIError(f"--pn2v-output is for PN2V models; '{args.name}' is a plain N2V model")
-    if getattr(args, "match_mean", False):
+    if args.match_mean:
         if c.probabilistic:
             raise CLIError(f"--match-mean is for N2V models; '{args.name}' is a PN2V model (its MMSE estimate is not "
                            "an expectation of the noisy pixels): predict without it")
@@ -411,7 +412,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = collect_files(args.inputs)
     model = load_model(args.model_dir, args.name)
     axes = _check_predict_axes(model, args)
-    extra = _pn2v_extra(model, args)
+    extra = _predict_extra(model, args)
     outdir = Path(args.output)
     outputs = [_output_path(outdir, f) for f in files]
     if len(set(outputs)) != len(outputs):
@@ -745,7 +746,7 @@ def _dask_files(args: argparse.Namespace, model, sources: list[Path], dests: lis
         raise CLIError(f"--dask-scheduler with Zarr input '{bad[0]}': write a Zarr/OME-Zarr output (--output "
                        "OUT.zarr or OUT.ome.zarr)")
     axes = _check_predict_axes(model, args)
-    extra = _pn2v_extra(model, args)
+    extra = _predict_extra(model, args)
     folder = Path(args.model_dir).resolve()
     options = {"n_tiles": args.n_tiles, "tta": args.tta, "dtype": args.dtype}
     for d in dests:
@@ -807,7 +808,7 @@ def cmd_predict_large(args: argparse.Namespace) -> int:
         if files:
             rc = _dask_files(args, model, [s for s, _ in files], [d for _, d in files], scheduler, client)
         if jobs:
-            _pn2v_extra(model, args)
+            _predict_extra(model, args)
             folder = Path(args.model_dir).resolve() / args.name
             for s, d in jobs:
                 t0 = time.perf_counter()
@@ -823,7 +824,7 @@ def _predict_blocks_all(args: argparse.Namespace, model, jobs: list[tuple[Path, 
                         default_axes: str, block) -> int:
     """:func:`n2v_tf.large.predict_blocks` of each ``(source, destination)``."""
     from .large import predict_blocks
-    _pn2v_extra(model, args)
+    _predict_extra(model, args)
     skipped = []
     for s, d in jobs:
         t0 = time.perf_counter()

@@ -1012,14 +1012,9 @@ def _multi_worker_fit(model: keras.Model, strategy, batch: tuple[np.ndarray, np.
 def _match_channel_means(pred: np.ndarray, x: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
     """``pred`` (channel-last) shifted per channel so that its mean equals ``x``'s over the finite pixels (``~bad``)."""
     flat_p, flat_x = pred.reshape(-1, pred.shape[-1]), x.reshape(-1, x.shape[-1])
-    if bad is None:
-        shift = flat_x.mean(0, dtype=np.float64) - flat_p.mean(0, dtype=np.float64)
-    else:
-        good = ~bad.reshape(flat_p.shape)
-        n = np.maximum(good.sum(0), 1)
-        shift = (np.where(good, flat_x, 0).sum(0, dtype=np.float64)
-                 - np.where(good, flat_p, 0).sum(0, dtype=np.float64)) / n
-    return (pred + shift.astype(np.float32)).astype(np.float32, copy=False)
+    good = True if bad is None else ~bad.reshape(flat_p.shape)
+    shift = flat_x.mean(0, dtype=np.float64, where=good) - flat_p.mean(0, dtype=np.float64, where=good)
+    return pred + shift.astype(np.float32)
 
 
 def _even_validation(val_data: tuple[np.ndarray, np.ndarray], replicas: int) -> tuple[np.ndarray, np.ndarray]:
