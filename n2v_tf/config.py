@@ -48,7 +48,8 @@ INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
 #: was trained with, and the ``'n2v-0.3'`` preset.
 N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                unet_init="glorot_uniform", train_lr_schedule=None, train_mixed_precision=None,
-               train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False, train_restore_best=True)
+               train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False, train_restore_best=True,
+               train_recalibrate_bn=False)
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
@@ -255,6 +256,16 @@ class N2VConfig(argparse.Namespace):
         validation loss of a few hundred masked pixels is too noisy to pick an epoch; measured in
         ``benchmarks/README.md``). Both files are written either way. ``config.json`` files without the field (n2v
         0.3.x, older n2v_tf) and the ``'n2v-0.3'`` preset keep ``True``.
+    train_recalibrate_bn : bool
+        With ``batch_norm``: after training, set the moving statistics of the batch normalisations, which prediction
+        uses, to the average batch statistics of the final network over up to
+        :data:`n2v_tf.models.BN_RECALIBRATION_BATCHES` batches of unmasked training patches
+        (:func:`n2v_tf.nets.recalibrate_batch_norm`), and save them with the weights. The moving averages of
+        training follow the last few batches (momentum 0.9: about 10), and their noise shifts the whole prediction
+        by a seed-dependent offset (measured on the quality protocol: +0.1 dB and less spread between seeds,
+        ``benchmarks/README.md``). Costs a forward pass per batch. Default ``True`` for new configs; ``config.json``
+        files without the field (n2v 0.3.x, older n2v_tf) and the ``'n2v-0.3'`` preset keep ``False``. Changes
+        training only: saved weights predict as they were saved.
     train_augment : bool
         Draw every training patch in a random one of the 8 orientations of its YX plane (90-degree rotations and
         flips; patches with a non-square YX plane take the 4 that keep their shape), on the fly, so the data in
@@ -330,6 +341,7 @@ class N2VConfig(argparse.Namespace):
         self.unet_conv_bias = False
         self.train_augment = False
         self.train_restore_best = False
+        self.train_recalibrate_bn = True
         self.structN2Vmask = None
         self.probabilistic = False
         self.pn2v_samples = 800
@@ -457,6 +469,7 @@ class N2VConfig(argparse.Namespace):
         check("train_fused_batch_norm", isinstance(self.train_fused_batch_norm, bool), "must be a bool")
         check("train_augment", isinstance(self.train_augment, bool), "must be a bool")
         check("train_restore_best", isinstance(self.train_restore_best, bool), "must be a bool")
+        check("train_recalibrate_bn", isinstance(self.train_recalibrate_bn, bool), "must be a bool")
         check("unet_upsampling", self.unet_upsampling in UPSAMPLINGS,
               "must be 'nearest' (n2v's) or 'linear' (bilinear in 2D, trilinear in 3D)")
         check("train_lr_schedule", self.train_lr_schedule in (None, "cosine"),

@@ -35,11 +35,11 @@ from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size
-from .nets import (build_unet, config_receptive_field, fold_batch_norm, load_weights_h5, resolve_mixed_precision,
-                   use_fused_batch_norm)
+from .nets import (build_unet, config_receptive_field, fold_batch_norm, load_weights_h5, recalibrate_batch_norm,
+                   resolve_mixed_precision, use_fused_batch_norm)
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
-__all__ = ["N2V", "PN2V_SHARED_FIELDS", "PN2VBootstrapResult", "train_pn2v_bootstrapped"]
+__all__ = ["BN_RECALIBRATION_BATCHES", "N2V", "PN2V_SHARED_FIELDS", "PN2VBootstrapResult", "train_pn2v_bootstrapped"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ TRAINING_STATE = "training_state.npz"
 _REQUIRED_FIELDS = ("n_dim", "means", "stds")
 #: Values of ``predict(..., nan_policy=...)``.
 NAN_POLICIES = ("raise", "fill")
+#: Batches of training patches whose batch statistics become the moving statistics of the batch normalisations
+#: after training (``N2VConfig.train_recalibrate_bn``; at most as many batches as the training ran).
+BN_RECALIBRATION_BATCHES = 100
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -594,7 +597,23 @@ class N2V(CARE):
                 except KeyboardInterrupt:
                     return self._interrupted(state)
             self._training_finished()
+            if c.batch_norm and getattr(c, "train_recalibrate_bn", False):
+                self._recalibrate_batch_norm(train_data, epochs * steps_per_epoch)  # a resumed run: the whole one
         return history
+
+    def _recalibrate_batch_norm(self, train_data: N2VSequence, steps: int) -> None:
+        """``config.train_recalibrate_bn``: moving statistics from the batch statistics of the trained network on
+        unmasked training batches (seeded by the training seed; as many as the training's steps, at most
+        :data:`BN_RECALIBRATION_BATCHES`), written into the weight file the model stands for."""
+        n = max(1, min(BN_RECALIBRATION_BATCHES, int(steps)))
+        rng = np.random.default_rng((train_data.seed, 2**31 - 1))  # a stream of its own, not a training batch's
+        t0 = time.perf_counter()
+        used = recalibrate_batch_norm(self.keras_model, (train_data.crop_batch(rng) for _ in range(n)))
+        logger.info("batch normalisation recalibrated on %d training batches in %.1f s", used, time.perf_counter() - t0)
+        c = self.config  # the file the model's weights came from (CSBDeep's _training_finished loaded it) or went to
+        path = self._trained_weights(c.train_checkpoint) if c.train_checkpoint is not None else c.train_checkpoint_last
+        if self.basedir is not None and self._writes_folder and path is not None:
+            self.keras_model.save_weights(str(self.logdir / path))
 
     @contextlib.contextmanager
     def _worker_folder(self):

@@ -28,6 +28,7 @@ __all__ = [
     "fold_batch_norm",
     "load_weights_h5",
     "receptive_field_radius",
+    "recalibrate_batch_norm",
     "resolve_mixed_precision",
 ]
 
@@ -568,6 +569,66 @@ def use_fused_batch_norm(model: keras.Model) -> int:
             layer.call = _fused_call(layer, rank - 2)
             count += 1
     return count
+
+
+def recalibrate_batch_norm(model: keras.Model, batches) -> int:
+    """Set the moving statistics of every batch normalisation of ``model`` to its average batch statistics.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network with ``keras.layers.BatchNormalization`` layers (any dtype policy).
+    batches : iterable of numpy.ndarray
+        Network inputs (normalised like the training data), e.g. training patches without masking.
+
+    Returns
+    -------
+    int
+        Number of batches used (0 if ``model`` has no batch normalisation or ``batches`` is empty; then nothing
+        changes).
+
+    Notes
+    -----
+    In training, batch normalisation normalises with the statistics of each batch; prediction uses the moving
+    averages, which with momentum ``m`` average the last ~``1/(1-m)`` batches of a still-changing network. This
+    sets them to what the network computes with its final weights: a float32 copy of ``model`` runs every batch in
+    training mode (each layer normalises with its batch statistics, as in training), and each layer's moving mean
+    and variance become the averages over the batches of its batch means and (biased) batch variances, the
+    population statistics of [1]_ ("precise BN" in [2]_). The weights are not changed, and the layers stay Keras'
+    ``BatchNormalization``.
+
+    References
+    ----------
+    .. [1] S. Ioffe, C. Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing Internal
+       Covariate Shift", ICML 2015 (Algorithm 2).
+    .. [2] Y. Wu, J. Johnson, "Rethinking 'Batch' in BatchNorm", arXiv:2105.07576, 2021.
+    """
+    bns = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    if not bns:
+        return 0
+    copy = keras.models.clone_model(model, clone_function=lambda layer: layer.__class__.from_config(
+        _float32_config(layer)))  # its own variables: the model's moving statistics change only at the end
+    copy.set_weights(model.get_weights())
+    probe = keras.Model(copy.input, [copy.get_layer(layer.name).input for layer in bns])
+
+    def moments(x):
+        outs = probe(x, training=True)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        return [(keras.ops.mean(o, axis=tuple(range(len(o.shape) - 1))),
+                 keras.ops.var(o, axis=tuple(range(len(o.shape) - 1)))) for o in outs]
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        moments = tf.function(moments, reduce_retracing=True)
+    sums, n = None, 0
+    for x in batches:
+        stats = [(np.asarray(m, np.float64), np.asarray(v, np.float64)) for m, v in moments(np.asarray(x, np.float32))]
+        sums = stats if sums is None else [(a + m, b + v) for (a, b), (m, v) in zip(sums, stats)]
+        n += 1
+    for layer, (mean, var) in zip(bns, sums or []):
+        layer.moving_mean.assign((mean / n).astype(np.float32))
+        layer.moving_variance.assign((var / n).astype(np.float32))
+    return n
 
 
 # --------------------------------------------------------------------------- legacy weights

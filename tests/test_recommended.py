@@ -99,7 +99,7 @@ def test_presets_give_the_documented_configs():
     recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                        unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
                        train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False,
-                       train_mixed_precision="auto")
+                       train_mixed_precision="auto", train_recalibrate_bn=True)
     expected = {
         "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
                     unet_residual=False, probabilistic=False),
@@ -108,7 +108,8 @@ def test_presets_give_the_documented_configs():
         "n2v-0.3": dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                         unet_init="glorot_uniform", train_lr_schedule=None, unet_kern_size=5, n2v_perc_pix=1.5,
                         train_loss="mae", n2v_manipulator="uniform_withCP", train_fused_batch_norm=False,
-                        unet_conv_bias=True, train_restore_best=True, train_mixed_precision=None),
+                        unet_conv_bias=True, train_restore_best=True, train_mixed_precision=None,
+                        train_recalibrate_bn=False),
     }
     for name, fields in expected.items():
         config = N2VConfig.preset(name, X)
@@ -168,8 +169,10 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
 def test_invalid_new_fields_are_named():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear",
-                    train_augment="yes", train_restore_best=1).invalid_fields()
-    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment", "train_restore_best"}
+                    train_augment="yes", train_restore_best=1, train_recalibrate_bn="on").invalid_fields()
+    assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment", "train_restore_best",
+                        "train_recalibrate_bn"}
+    assert "must be a bool" in bad["train_recalibrate_bn"] and "'on'" in bad["train_recalibrate_bn"]
     assert "'bilinear'" in bad["unet_upsampling"] and "'linear'" in bad["unet_upsampling"]
 
 
@@ -198,3 +201,72 @@ def test_restore_best_chooses_the_weights_after_training_and_when_loading(restor
     for a, b in zip(loaded, trained):
         np.testing.assert_array_equal(a, b)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["train_restore_best"] is restore_best
+
+
+def _bn_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_recalibrated_batch_norm_predicts_what_training_mode_computes(n_dim):
+    rng = np.random.default_rng(3)
+    net = build_unet(n_dim=n_dim, n_first=4, n_depth=2, kern_size=3, batch_norm=True)
+    random_batch_norm(net, rng)
+    shape = (8, 16, 16) if n_dim == 3 else (32, 32)
+    b1, b2 = (rng.normal(size=(3,) + shape + (1,)).astype(np.float32) for _ in range(2))
+    train_mode = keras.models.clone_model(net)
+    train_mode.set_weights(net.get_weights())
+    expected = np.asarray(train_mode(b1, training=True))
+    assert np.abs(np.asarray(net(b1, training=False)) - expected).max() > 1e-2  # the moving statistics differ
+    # one batch, given twice: the moving statistics become its batch statistics, so inference == training mode
+    assert nets.recalibrate_batch_norm(net, [b1, b1]) == 2
+    np.testing.assert_allclose(np.asarray(net(b1, training=False)), expected, atol=1e-4 * float(np.ptp(expected)))
+    # two batches: the first layer's statistics are the averages of the per-batch moments of its input (a convolution
+    # of the input, whatever the other layers do), in NumPy
+    first = _bn_layers(net)[0]
+    conv = keras.Model(net.input, first.input)
+    assert nets.recalibrate_batch_norm(net, iter([b1, b2])) == 2
+    moments = [np.asarray(conv(b), np.float64).reshape(-1, first.moving_mean.shape[0]) for b in (b1, b2)]
+    np.testing.assert_allclose(first.moving_mean.numpy(), np.mean([m.mean(0) for m in moments], 0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(first.moving_variance.numpy(), np.mean([m.var(0) for m in moments], 0), rtol=1e-4)
+    # nothing to do: no batches, or no batch normalisation
+    before = [w.copy() for w in net.get_weights()]
+    assert nets.recalibrate_batch_norm(net, []) == 0
+    for a, b in zip(before, net.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert nets.recalibrate_batch_norm(build_unet(n_dim=n_dim, n_first=4, batch_norm=False), [b1]) == 0
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_training_recalibrates_batch_norm_and_saves_it(n_dim, tmp_path):
+    from n2v_tf.data import N2VSequence
+    from n2v_tf.models import BN_RECALIBRATION_BATCHES
+    shape = (16, 32, 32) if n_dim == 3 else (64, 64)
+    X = np.stack([smooth_image(shape, seed=s)[1] for s in range(4)])[..., None]
+    models = {}
+    for on in (True, False):
+        config = tiny_config(X, train_epochs=2, train_steps_per_epoch=3, train_mixed_precision=None,
+                             train_recalibrate_bn=on)
+        keras.utils.set_random_seed(0)
+        models[on] = N2V(config, f"m{on}", basedir=str(tmp_path))
+        models[on].train(X[:3], X[3:], verbose=0, seed=5)
+    on, off = models[True], models[False]
+    stats = {id(v) for layer in _bn_layers(on.keras_model) for v in (layer.moving_mean, layer.moving_variance)}
+    for a, b in zip(on.keras_model.weights, off.keras_model.weights):  # the training itself is the same
+        if id(a) not in stats:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # the statistics are those of 6 (= steps run, < BN_RECALIBRATION_BATCHES) unmasked training batches
+    assert BN_RECALIBRATION_BATCHES > 6
+    c = on.config
+    seq = N2VSequence(X[:3], c.n2v_patch_shape, batch_size=c.train_batch_size, seed=5, means=c.normalization()[0],
+                      stds=c.normalization()[1])
+    rng = np.random.default_rng((5, 2**31 - 1))
+    assert nets.recalibrate_batch_norm(off.keras_model, [seq.crop_batch(rng) for _ in range(6)]) == 6
+    for a, b in zip(_bn_layers(on.keras_model), _bn_layers(off.keras_model)):
+        np.testing.assert_allclose(a.moving_mean.numpy(), b.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.moving_variance.numpy(), b.moving_variance.numpy(), rtol=1e-5)
+    # ...saved in the weight file the folder loads, so a new session predicts the same
+    img = X[3, ..., 0]
+    axes = "ZYX" if n_dim == 3 else "YX"
+    np.testing.assert_allclose(N2V(None, "mTrue", basedir=str(tmp_path)).predict(img, axes), on.predict(img, axes),
+                               rtol=1e-5, atol=1e-5)
