@@ -142,7 +142,8 @@ class N2VSequence(keras.utils.PyDataset):
         Draw each patch in a random one of the 8 orientations of its YX plane (90-degree rotations, flips); a
         non-square YX patch in one of the 4 that keep its shape (rotation by 0 or 180 degrees, flip along X).
     seed : int, optional
-        Base seed; ``None`` draws one.
+        Base seed; ``None`` draws one from NumPy's global random state (``np.random``), which
+        ``keras.utils.set_random_seed`` and ``np.random.seed`` set, so after either the batches are reproducible.
     cache_bytes : int, optional
         Byte limit of the cache of decoded chunks shared by the patch reads from lazy images
         (:class:`n2v_tf.io.ChunkCache`, attribute ``cache``); default :data:`n2v_tf.io.PATCH_CACHE_BYTES`
@@ -197,7 +198,8 @@ class N2VSequence(keras.utils.PyDataset):
             n_pix = sum(int(np.prod(im.shape[:-1])) for im in self.images)
             steps_per_epoch = max(1, int(np.ceil(n_pix / (self.batch_size * np.prod(self.patch_shape)))))
         self.steps_per_epoch = int(steps_per_epoch)
-        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+        # None: from NumPy's global state, so keras.utils.set_random_seed / np.random.seed fix the batches too
+        self.seed = int(np.random.randint(2**31)) if seed is None else int(seed)
         self.epoch = 0
 
     def __len__(self) -> int:

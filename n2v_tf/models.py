@@ -473,7 +473,9 @@ class N2V(CARE):
         seed : int, optional
             Seed of the training batches. Given a seed, the run is reproducible on a CPU: TensorFlow's op
             determinism is switched on for the run (see Notes), so the same initial weights, data and seed give the
-            same trained weights.
+            same trained weights. Without a seed the batches' seed is drawn from NumPy's global random state, so
+            ``keras.utils.set_random_seed(s)`` before creating and training the model fixes the initial weights and
+            the batches alike (op determinism stays off).
         resume : bool
             Continue an interrupted or finished training of this model folder from its last completed epoch: the
             weights of ``weights_last.h5``, the optimizer state, the learning rate and ``ReduceLROnPlateau``'s and

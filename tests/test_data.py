@@ -35,6 +35,19 @@ def test_sequence_batches_are_fresh_reproducible_and_masked(n_dim):
         seq[3]
 
 
+def test_sequence_without_seed_follows_the_global_seed():
+    import keras
+    X = np.random.default_rng(0).normal(size=(3, 24, 24, 1)).astype(np.float32)
+    firsts = []
+    for global_seed in (4, 4, 5):
+        keras.utils.set_random_seed(global_seed)  # what a notebook calls for a reproducible run
+        seq = N2VSequence(X, (16, 16), batch_size=2, perc_pix=2.0, steps_per_epoch=2)
+        firsts.append((seq.seed, seq[0][0]))
+    assert firsts[0][0] == firsts[1][0] != firsts[2][0]
+    np.testing.assert_array_equal(firsts[0][1], firsts[1][1])
+    assert not np.array_equal(firsts[0][1], firsts[2][1])
+
+
 def test_sequence_from_list_crops_every_image():
     imgs = [np.full((20 + 10 * i, 30, 1), float(i), np.float32) for i in range(3)]
     seq = N2VSequence(imgs, (16, 16), batch_size=64, perc_pix=5.0, steps_per_epoch=1, seed=0)
