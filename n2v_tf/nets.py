@@ -491,11 +491,11 @@ def _float32_config(layer: layers.Layer) -> dict:
     return config
 
 
-def float32_copy(model: keras.Model) -> keras.Model:
+def float32_copy(model: keras.Model, new_variables: bool = False) -> keras.Model:
     """A copy of ``model`` (same layers, weights and names) whose layers all compute in float32: a mixed-precision
     network as float32 for prediction and export (float32 inputs, outputs and arithmetic); ``model`` itself if it
-    computes in float32 already."""
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+    computes in float32 already, unless ``new_variables`` asks for a copy with variables of its own."""
+    if not new_variables and all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
     copy = keras.models.clone_model(model, clone_function=lambda layer: layer.__class__.from_config(
         _float32_config(layer)))
@@ -606,9 +606,7 @@ def recalibrate_batch_norm(model: keras.Model, batches) -> int:
     bns = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
     if not bns:
         return 0
-    copy = keras.models.clone_model(model, clone_function=lambda layer: layer.__class__.from_config(
-        _float32_config(layer)))  # its own variables: the model's moving statistics change only at the end
-    copy.set_weights(model.get_weights())
+    copy = float32_copy(model, new_variables=True)  # the model's moving statistics change only at the end
     probe = keras.Model(copy.input, [copy.get_layer(layer.name).input for layer in bns])
 
     def moments(x):
