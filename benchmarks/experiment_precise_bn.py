@@ -28,13 +28,11 @@ import quality_data as qd  # noqa: E402
 
 
 def evaluate(model, ds: dict) -> tuple[list[float], list[float]]:
+    """PSNR (``quality_data.evaluate``) and offset ``mean(prediction) - mean(noisy)`` of each test image."""
     axes = qd.spatial_axes(ds)
-    psnrs, offsets = [], []
-    for x, clean, dr in zip(ds["test_noisy"], ds["test_clean"], ds["data_range"]):
-        pred = model.predict(x, axes=axes)
-        psnrs.append(qd.psnr(clean, pred, dr))
-        offsets.append(float(np.mean(pred) - np.mean(x)))
-    return psnrs, offsets
+    preds = [model.predict(x, axes=axes) for x in ds["test_noisy"]]
+    psnrs = [p["psnr"] for p in qd.evaluate(ds, preds)["per_image"]]
+    return psnrs, [float(np.mean(p) - np.mean(x)) for p, x in zip(preds, ds["test_noisy"])]
 
 
 def main() -> None:
@@ -45,6 +43,7 @@ def main() -> None:
     ap.add_argument("--models", default=str(qd.RUNS_DIR / "models"), help="folder of the model folders")
     args = ap.parse_args()
 
+    from n2v_tf.config import normalize
     from n2v_tf.models import N2V
     from n2v_tf.nets import recalibrate_batch_norm
 
@@ -59,10 +58,8 @@ def main() -> None:
                     continue
                 model = N2V(None, name, basedir=args.models)
                 saved = evaluate(model, ds)
-                c = model.config
-                means, stds = c.normalization()
-                X = (ds["X_train"] - means) / stds
-                bs = int(c.train_batch_size)
+                X = normalize(ds["X_train"], *model.config.normalization())
+                bs = int(model.config.train_batch_size)
                 recalibrate_batch_norm(model.keras_model, (X[i:i + bs] for i in range(0, len(X) - bs + 1, bs)))
                 recal = evaluate(model, ds)
                 rows.append((dataset, variant, seed, saved, recal))

@@ -611,9 +611,8 @@ def recalibrate_batch_norm(model: keras.Model, batches) -> int:
 
     def moments(x):
         outs = probe(x, training=True)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        return [(keras.ops.mean(o, axis=tuple(range(len(o.shape) - 1))),
-                 keras.ops.var(o, axis=tuple(range(len(o.shape) - 1)))) for o in outs]
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]  # a single output comes back as a tensor
+        return [keras.ops.moments(o, axes=tuple(range(len(o.shape) - 1))) for o in outs]
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
