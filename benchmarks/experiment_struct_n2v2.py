@@ -1,0 +1,112 @@
+"""Why structN2V + N2V2 trails structN2V: one component at a time, several seeds (issue 15, item 3).
+
+The 2D set and budget of ``bench_structn2v.py`` (horizontally correlated noise on camera, 1x9 mask along X, U-Net
+depth 2 / 32 filters, batch 16, 64x64, 0.198 % masked, Adam 4e-4, 1000 steps in 10 epochs). Each variant starts from
+a library preset and changes the fields listed in ``VARIANTS``; every run reports the PSNR on camera, the global
+offset ``mean(prediction - clean)`` and the PSNR after ``match_mean=True``.
+
+Usage (from the repo root)::
+
+    nice -n 15 .venv/bin/python benchmarks/experiment_struct_n2v2.py --seeds 0 1 2 --variants sn2v_n2v2 sn2v_n2v2_fp32
+
+Results are appended to ``benchmarks/_runs/struct_n2v2.jsonl`` (one line per run, git-ignored); a table of every
+run in that file is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_structn2v as bs  # noqa: E402
+
+#: variant -> (preset, extra config fields on top of the benchmark's budget and the struct mask)
+VARIANTS = {
+    "sn2v": ("structn2v", {}),                                                   # the benchmark's structN2V
+    "sn2v_fp32": ("structn2v", dict(train_mixed_precision=None)),
+    "sn2v_n2v2": ("n2v2", {}),                                                   # the benchmark's structN2V + N2V2
+    "sn2v_n2v2_fp32": ("n2v2", dict(train_mixed_precision=None)),
+    "sn2v_n2v2_uwocp": ("n2v2", dict(n2v_manipulator="uniform_withoutCP")),      # N2V2's net, N2V's replacement
+    "sn2v_n2v2_topskip": ("n2v2", dict(skip_skipone=False)),                     # N2V2 with the top skip back
+    "sn2v_n2v2_noblur": ("n2v2", dict(blurpool=False)),                          # N2V2 with max pooling
+    "sn2v_median": ("structn2v", dict(n2v_manipulator="median")),                # N2V's net, N2V2's replacement
+}
+OUT = bs.RUNS_DIR / "struct_n2v2.jsonl"
+
+
+def run(variant: str, seed: int, data: dict, workdir: Path) -> dict:
+    import keras
+
+    from n2v_tf import N2V, N2VConfig, psnr
+    preset, extra = VARIANTS[variant]
+    keras.utils.set_random_seed(seed)
+    kw = dict(bs.PROTOCOL, n2v_patch_shape=bs.PATCH[2], train_epochs=bs.EPOCHS,
+              train_steps_per_epoch=bs.STEPS // bs.EPOCHS, **bs.variant_kwargs("structN2V", 2), **extra)
+    config = N2VConfig.preset(preset, data["train"], **kw)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="output path for model already exists")
+        model = N2V(config, f"{variant}_s{seed}", basedir=str(workdir), overwrite=True)
+    t0 = time.perf_counter()
+    model.train(data["train"], data["val"], verbose=0, seed=seed)
+    train_s = time.perf_counter() - t0
+    clean, noisy = data["test_clean"], data["test_noisy"]
+    pred = model.predict(noisy, "YX")
+    pred_mm = model.predict(noisy, "YX", match_mean=True)
+    res = dict(variant=variant, seed=seed, preset=preset, extra=extra, psnr=psnr(clean, pred, data_range=255.0),
+               psnr_match_mean=psnr(clean, pred_mm, data_range=255.0), offset=float(np.mean(pred - clean)),
+               residual_lag1=bs.lag1(noisy - pred, data["axis"]), train_s=train_s,
+               finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    print(f"{variant} seed {seed}: {res['psnr']:.2f} dB, offset {res['offset']:+.2f}, match_mean "
+          f"{res['psnr_match_mean']:.2f} dB, train {train_s:.0f} s", flush=True)
+    return res
+
+
+def table(path: Path) -> str:
+    rows: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows.setdefault(r["variant"], []).append(r)
+    out = ["| variant | seeds | PSNR mean ± spread | per seed | offset per seed | match_mean mean |",
+           "|---|---|---|---|---|---|"]
+    for v, rs in rows.items():
+        rs = sorted({r["seed"]: r for r in rs}.values(), key=lambda r: r["seed"])   # the latest run of each seed
+        p = np.array([r["psnr"] for r in rs])
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        per_seed = ", ".join(f"{x:.2f}" for x in p)
+        offsets = ", ".join(f"{r['offset']:+.1f}" for r in rs)
+        mm = np.mean([r["psnr_match_mean"] for r in rs])
+        out.append(f"| {v} | {seeds} | {p.mean():.2f} ± {np.ptp(p):.2f} | {per_seed} | {offsets} | {mm:.2f} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["sn2v", "sn2v_n2v2"])
+    ap.add_argument("--table", action="store_true", help="only print the table of the results file")
+    args = ap.parse_args(argv)
+    if not args.table:
+        data = bs.build_data(2, quick=False)
+        workdir = bs.runs_dir() / "models_struct_n2v2"
+        workdir.mkdir(parents=True, exist_ok=True)
+        for variant in args.variants:
+            for seed in args.seeds:
+                res = run(variant, seed, data, workdir)
+                with open(OUT, "a") as f:
+                    f.write(json.dumps(res) + "\n")
+    print(table(OUT))
+
+
+if __name__ == "__main__":
+    main()
