@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_structn2v as bs  # noqa: E402
+from experiment_prediction import nyquist_power_ratio  # noqa: E402
 
 #: variant -> (preset, extra config fields on top of the benchmark's budget and the struct mask)
 VARIANTS = {
@@ -66,10 +67,24 @@ def run(variant: str, seed: int, data: dict, workdir: Path) -> dict:
     res = dict(variant=variant, seed=seed, preset=preset, extra=extra, psnr=psnr(clean, pred, data_range=255.0),
                psnr_match_mean=psnr(clean, pred_mm, data_range=255.0), offset=float(np.mean(pred - clean)),
                residual_lag1=bs.lag1(noisy - pred, data["axis"]), train_s=train_s,
+               checker_residual=nyquist_power_ratio(noisy - pred), checker_error=nyquist_power_ratio(pred - clean),
                finished=time.strftime("%Y-%m-%d %H:%M:%S"))
     print(f"{variant} seed {seed}: {res['psnr']:.2f} dB, offset {res['offset']:+.2f}, match_mean "
           f"{res['psnr_match_mean']:.2f} dB, train {train_s:.0f} s", flush=True)
     return res
+
+
+def rescore(data: dict, workdir: Path) -> None:
+    """Checkerboard power of every kept model folder (the latest seed of each variant) and of the true noise."""
+    from n2v_tf import N2V
+    clean, noisy = data["test_clean"], data["test_noisy"]
+    print(f"true noise: checker {nyquist_power_ratio(noisy - clean):.3f}")
+    for folder in sorted(workdir.iterdir()):
+        if not (folder / "config.json").exists():
+            continue
+        pred = N2V(None, folder.name, basedir=str(workdir)).predict(noisy, "YX")
+        print(f"{folder.name}: checker residual {nyquist_power_ratio(noisy - pred):.3f}, "
+              f"error {nyquist_power_ratio(pred - clean):.3f}", flush=True)
 
 
 def table(path: Path) -> str:
@@ -95,10 +110,13 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["sn2v", "sn2v_n2v2"])
     ap.add_argument("--table", action="store_true", help="only print the table of the results file")
+    ap.add_argument("--rescore", action="store_true", help="checkerboard power of the kept model folders")
     args = ap.parse_args(argv)
-    if not args.table:
+    workdir = bs.runs_dir() / "models_struct_n2v2"
+    if args.rescore:
+        rescore(bs.build_data(2, quick=False), workdir)
+    elif not args.table:
         data = bs.build_data(2, quick=False)
-        workdir = bs.runs_dir() / "models_struct_n2v2"
         workdir.mkdir(parents=True, exist_ok=True)
         for variant in args.variants:
             for seed in args.seeds:
