@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     print("\n| seed | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for seed, row in rows:
-        print(f"| {seed} | " + " | ".join(f"{row[k]:.2f}" if isinstance(row[k], float) else row[k] for k in keys) + " |")
+        cells = (f"{row[k]:.2f}" if isinstance(row[k], float) else row[k] for k in keys)
+        print(f"| {seed} | " + " | ".join(cells) + " |")
     means = {k: np.mean([r[k] for _, r in rows]) for k in keys if isinstance(rows[0][1][k], float)}
     print("| mean | " + " | ".join(f"{means[k]:.2f}" if k in means else "" for k in keys) + " |")
 

@@ -46,30 +46,32 @@ VARIANTS = {
 OUT = bs.RUNS_DIR / "struct_n2v2.jsonl"
 
 
-def run(variant: str, seed: int, data: dict, workdir: Path) -> dict:
+def run(variant: str, seed: int, data: dict, workdir: Path, steps: int = bs.STEPS) -> dict:
     import keras
 
     from n2v_tf import N2V, N2VConfig, psnr
     preset, extra = VARIANTS[variant]
     keras.utils.set_random_seed(seed)
     kw = dict(bs.PROTOCOL, n2v_patch_shape=bs.PATCH[2], train_epochs=bs.EPOCHS,
-              train_steps_per_epoch=bs.STEPS // bs.EPOCHS, **bs.variant_kwargs("structN2V", 2), **extra)
+              train_steps_per_epoch=steps // bs.EPOCHS, **bs.variant_kwargs("structN2V", 2), **extra)
+    label = variant if steps == bs.STEPS else f"{variant}@{steps}"
     config = N2VConfig.preset(preset, data["train"], **kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="output path for model already exists")
-        model = N2V(config, f"{variant}_s{seed}", basedir=str(workdir), overwrite=True)
+        model = N2V(config, f"{label.replace('@', '_steps')}_s{seed}", basedir=str(workdir), overwrite=True)
     t0 = time.perf_counter()
     model.train(data["train"], data["val"], verbose=0, seed=seed)
     train_s = time.perf_counter() - t0
     clean, noisy = data["test_clean"], data["test_noisy"]
     pred = model.predict(noisy, "YX")
     pred_mm = model.predict(noisy, "YX", match_mean=True)
-    res = dict(variant=variant, seed=seed, preset=preset, extra=extra, psnr=psnr(clean, pred, data_range=255.0),
+    res = dict(variant=label, seed=seed, steps=steps, preset=preset, extra=extra,
+               psnr=psnr(clean, pred, data_range=255.0),
                psnr_match_mean=psnr(clean, pred_mm, data_range=255.0), offset=float(np.mean(pred - clean)),
                residual_lag1=bs.lag1(noisy - pred, data["axis"]), train_s=train_s,
                checker_residual=nyquist_power_ratio(noisy - pred), checker_error=nyquist_power_ratio(pred - clean),
                finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-    print(f"{variant} seed {seed}: {res['psnr']:.2f} dB, offset {res['offset']:+.2f}, match_mean "
+    print(f"{label} seed {seed}: {res['psnr']:.2f} dB, offset {res['offset']:+.2f}, match_mean "
           f"{res['psnr_match_mean']:.2f} dB, train {train_s:.0f} s", flush=True)
     return res
 
@@ -109,6 +111,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["sn2v", "sn2v_n2v2"])
+    ap.add_argument("--steps", type=int, default=bs.STEPS, help="optimiser steps per model (10 epochs)")
     ap.add_argument("--table", action="store_true", help="only print the table of the results file")
     ap.add_argument("--rescore", action="store_true", help="checkerboard power of the kept model folders")
     args = ap.parse_args(argv)
@@ -120,7 +123,7 @@ def main(argv=None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         for variant in args.variants:
             for seed in args.seeds:
-                res = run(variant, seed, data, workdir)
+                res = run(variant, seed, data, workdir, args.steps)
                 with open(OUT, "a") as f:
                     f.write(json.dumps(res) + "\n")
     print(table(OUT))
