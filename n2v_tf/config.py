@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .io import block_slices, chunk_shape, is_lazy
-from .masking import MANIPULATORS, box_size
+from .masking import MANIPULATORS, STRUCT_REPLACEMENTS, box_size
 
 __all__ = ["N2VConfig", "denormalize", "normalize"]
 
@@ -49,7 +49,7 @@ INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
 N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                unet_init="glorot_uniform", train_lr_schedule=None, train_mixed_precision=None,
                train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False, train_restore_best=True,
-               train_recalibrate_bn=False)
+               train_recalibrate_bn=False, n2v_struct_replacement="patch")
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
@@ -273,6 +273,14 @@ class N2VConfig(argparse.Namespace):
         (n2v 0.3.3's training; ``config.json`` files without the field are read as ``False``). Changes training only.
     structN2Vmask : list or None
         structN2V mask (odd-sided 0/1 array with ``n_dim`` dimensions), ``None`` for plain N2V.
+    n2v_struct_replacement : {'local', 'patch'}
+        With ``structN2Vmask``: the value a hidden pixel gets during training (:func:`n2v_tf.masking.mask_batch`).
+        ``'local'``: a random pixel within ``n2v_neighborhood_radius`` outside every mask footprint, so a masked
+        patch looks like an unmasked one; ``'patch'``: a random pixel of the whole patch, whose row of foreign values
+        marks the blind spots, so the network can behave differently on the unmasked images it predicts
+        (measured: a training whose prediction is offset by +15 grey levels, ``benchmarks/README.md``, issue 15,
+        fourth session). Default ``'local'`` for new configs; ``config.json`` files without the field (n2v 0.3.x,
+        older n2v_tf) and the ``'n2v-0.3'`` preset keep ``'patch'``. Changes training only.
     probabilistic : bool
         Probabilistic N2V (PN2V): the network predicts ``pn2v_samples`` samples of the signal per pixel and
         is trained with a noise model (default ``False``).
@@ -343,6 +351,7 @@ class N2VConfig(argparse.Namespace):
         self.train_restore_best = False
         self.train_recalibrate_bn = True
         self.structN2Vmask = None
+        self.n2v_struct_replacement = "local"
         self.probabilistic = False
         self.pn2v_samples = 800
 
@@ -491,6 +500,8 @@ class N2VConfig(argparse.Namespace):
                 ok = False
             check("structN2Vmask", ok, "must be None or a 0/1 array with n_dim dimensions, odd sides, "
                                         "not larger than n2v_patch_shape")
+        check("n2v_struct_replacement", self.n2v_struct_replacement in STRUCT_REPLACEMENTS,
+              f"must be one of {', '.join(repr(r) for r in STRUCT_REPLACEMENTS)}")
         check("probabilistic", isinstance(self.probabilistic, bool)
               and (not self.probabilistic or self.n_channel_in == 1),
               "must be a bool (PN2V needs a single channel)")

@@ -148,6 +148,8 @@ class N2VSequence(keras.utils.PyDataset):
         Byte limit of the cache of decoded chunks shared by the patch reads from lazy images
         (:class:`n2v_tf.io.ChunkCache`, attribute ``cache``); default :data:`n2v_tf.io.PATCH_CACHE_BYTES`
         (256 MiB), ``0`` turns it off (each patch is then one slice of its image). Unused for in-memory data.
+    struct_replacement : {'patch', 'local'}
+        What the pixels hidden by ``struct_mask`` get (:func:`n2v_tf.masking.mask_batch`).
     **kwargs
         ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``keras.utils.PyDataset``.
 
@@ -167,7 +169,8 @@ class N2VSequence(keras.utils.PyDataset):
                  perc_pix: float = 0.198, manipulator: str = "uniform_withCP", radius: int = 5,
                  struct_mask: np.ndarray | None = None, steps_per_epoch: int | None = None,
                  means: Sequence[float] | None = None, stds: Sequence[float] | None = None,
-                 augment: bool = False, seed: int | None = None, cache_bytes: int | None = None, **kwargs) -> None:
+                 augment: bool = False, seed: int | None = None, cache_bytes: int | None = None,
+                 struct_replacement: str = "patch", **kwargs) -> None:
         super().__init__(**kwargs)
         self.patch_shape = tuple(int(p) for p in patch_shape)
         n_dim = len(self.patch_shape)
@@ -188,6 +191,7 @@ class N2VSequence(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.perc_pix, self.manipulator, self.radius = perc_pix, manipulator, radius
         self.struct_mask = None if struct_mask is None else np.array(struct_mask, copy=True)
+        self.struct_replacement = struct_replacement
         self.augment = augment
         self.means = np.asarray(means if means is not None else [0.0] * n_channel, np.float64)
         self.stds = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float64)
@@ -236,7 +240,8 @@ class N2VSequence(keras.utils.PyDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a sequence of length {len(self)}")
         rng = np.random.default_rng((self.seed, int(epoch), int(index)))
-        return mask_batch(self.crop_batch(rng), self.perc_pix, self.manipulator, self.radius, rng, self.struct_mask)
+        return mask_batch(self.crop_batch(rng), self.perc_pix, self.manipulator, self.radius, rng, self.struct_mask,
+                          self.struct_replacement)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return self.batch(self.epoch, index)
@@ -285,7 +290,8 @@ class N2VSequence(keras.utils.PyDataset):
 def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Sequence[int], perc_pix: float,
                     manipulator: str = "uniform_withCP", radius: int = 5, struct_mask: np.ndarray | None = None,
                     means: Sequence[float] | None = None, stds: Sequence[float] | None = None, div_by: int = 1,
-                    seed: int = 0, max_patches: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+                    seed: int = 0, max_patches: int = 2048, struct_replacement: str = "patch"
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Mask validation data once, with a fixed seed.
 
     Parameters
@@ -296,7 +302,7 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
         patches kept are read (once).
     patch_shape : sequence of int
         Training patch shape.
-    perc_pix, manipulator, radius, struct_mask
+    perc_pix, manipulator, radius, struct_mask, struct_replacement
         Masking, as for training.
     means, stds : sequence of float, optional
         Per-channel normalisation.
@@ -334,7 +340,8 @@ def validation_data(X_val: np.ndarray | Sequence[np.ndarray], patch_shape: Seque
             X = X[np.linspace(0, len(X) - 1, max_patches).astype(int)]
     mean = np.asarray(means if means is not None else [0.0] * n_channel, np.float64)
     std = np.asarray(stds if stds is not None else [1.0] * n_channel, np.float64)
-    return mask_batch(normalize(X, mean, std), perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask)
+    return mask_batch(normalize(X, mean, std), perc_pix, manipulator, radius, np.random.default_rng(seed), struct_mask,
+                      struct_replacement)
 
 
 def _grid_patches_lazy(images: Sequence, shape: Sequence[int], max_patches: int) -> np.ndarray:

@@ -366,9 +366,39 @@ def struct_hide_coords(coords: Coords, struct_mask: np.ndarray, shape: Sequence[
     return (np.asarray(coords[0], dtype=np.intp).ravel()[parent],) + tuple(p[inside] for p in pos), parent
 
 
+#: How ``mask_batch`` fills the pixels a structN2V mask hides (``N2VConfig.n2v_struct_replacement``).
+STRUCT_REPLACEMENTS = ('patch', 'local')
+#: rejection-sampling rounds of the 'local' struct replacement before a pixel falls back to 'patch'
+_LOCAL_ROUNDS = 32
+
+
+def _local_sources(hidden: Coords, blocked: np.ndarray, radius: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of a random pixel within ``radius`` (box) of every hidden pixel, not ``blocked``; -1 where none.
+
+    Vectorised rejection sampling: every round redraws the offsets of the pixels still without a source.
+    """
+    shape_full = blocked.shape
+    spatial = np.array(shape_full[1:]).reshape(-1, 1)
+    pos = np.stack(hidden[1:])                                                   # (n_dim, H)
+    src = np.full(pos.shape[1], -1, dtype=np.intp)
+    todo = np.arange(pos.shape[1])
+    for _ in range(_LOCAL_ROUNDS):
+        if not todo.size:
+            break
+        cand = pos[:, todo] + rng.integers(-radius, radius + 1, size=(pos.shape[0], todo.size))
+        inside = np.all((cand >= 0) & (cand < spatial), axis=0)
+        flat = np.full(todo.size, -1, dtype=np.intp)
+        flat[inside] = np.ravel_multi_index((hidden[0][todo[inside]],) + tuple(cand[:, inside]), shape_full)
+        ok = inside.copy()
+        ok[inside] = ~blocked.ravel()[flat[inside]]
+        src[todo[ok]] = flat[ok]
+        todo = todo[~ok]
+    return src
+
+
 def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, Manipulator] = 'uniform_withCP',
-               radius: float = 5, rng: RngLike = None, struct_mask: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               radius: float = 5, rng: RngLike = None, struct_mask: np.ndarray | None = None,
+               struct_replacement: str = 'patch') -> tuple[np.ndarray, np.ndarray]:
     """Mask a training batch: N2V input and ``[target, mask]`` output.
 
     Parameters
@@ -385,6 +415,11 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
         Random generator or seed (same seed, same batch).
     struct_mask : numpy.ndarray, optional
         structN2V mask, see :func:`struct_hide_coords`.
+    struct_replacement : {'patch', 'local'}
+        What a hidden pixel gets: ``'patch'``, the value of a uniformly drawn pixel of the same patch;
+        ``'local'``, the value of a uniformly drawn pixel within ``radius`` (a box, as ``uniform_withCP``) that is
+        neither active nor hidden by any mask in the batch (a pixel with no such source within 32 draws falls back
+        to ``'patch'``).
 
     Returns
     -------
@@ -397,13 +432,18 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
     Notes
     -----
     With ``struct_mask`` every hidden pixel (mask offsets around an active pixel,
-    inside the patch) gets the value of a uniformly drawn pixel of the same patch
-    other than its active pixel and itself (all channels of that pixel), which carries no
-    information about the noise at the active pixel and keeps the patch's intensity
-    distribution; hidden pixels are not in the loss mask. The replacement
-    values are computed after hiding, so a neighbour picked inside a footprint
+    inside the patch) gets the value of another pixel (all channels of that pixel) that carries no
+    information about the noise at the active pixel; hidden pixels are not in the loss mask. With
+    ``'patch'`` that is a uniformly drawn pixel of the same patch other than its active pixel and
+    itself, which keeps the patch's intensity distribution but makes the footprint stand out: a
+    row of values from all over the patch marks where the blind spots are, so the network can learn
+    one behaviour for masked pixels (the only ones in the loss) and another for the unmasked pixels
+    it sees at prediction. With ``'local'`` the source is a random pixel near the hidden one and
+    outside every footprint, so the masked input looks like an unmasked one, as N2V's own
+    ``uniform_withCP`` replacement does (``benchmarks/README.md``, issue 15, fourth session). The replacement
+    values of the active pixels are computed after hiding, so a neighbour picked inside a footprint
     is already hidden; an active pixel lying in another one's footprint keeps
-    its hidden (random) value but stays in the loss mask. (n2v 0.3.3 instead
+    its hidden value but stays in the loss mask. (n2v 0.3.3 instead
     wrote ``U(-2, 2)`` noise and clipped footprints to the patch.)
 
     References
@@ -420,18 +460,29 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
     Xm = np.array(X32, dtype=np.float32, order='C', copy=True)
     Xm_f = Xm.reshape(-1, C)
     keep = slice(None)
+    if struct_replacement not in STRUCT_REPLACEMENTS:
+        raise ValueError(f"struct_replacement must be one of {STRUCT_REPLACEMENTS}, got {struct_replacement!r}")
     if struct_mask is not None:
         hidden, parent = struct_hide_coords(coords, struct_mask, shape_full[1:])
         hidden_flat = np.ravel_multi_index(hidden, shape_full)
         n_pix = int(np.prod(shape_full[1:]))
         if hidden_flat.size and n_pix < 3:
             raise ValueError(f"struct_mask needs patches of >= 3 pixels to draw hidden values, got shape {shape_full[1:]}")
-        if hidden_flat.size:                      # a uniform pixel of the patch other than the parent and itself
-            skip = np.sort(np.stack([active[parent], hidden_flat]) - hidden[0] * n_pix, axis=0)
-            k = rng.integers(0, n_pix - 2, size=hidden_flat.size)
+        src = np.full(hidden_flat.size, -1, dtype=np.intp)
+        if hidden_flat.size and struct_replacement == 'local':
+            blocked = np.zeros(shape_full, dtype=bool)
+            blocked.ravel()[active] = True
+            blocked.ravel()[hidden_flat] = True
+            src = _local_sources(hidden, blocked, max(1, int(np.ceil(radius))), rng)
+        rest = src < 0
+        if rest.any():                            # a uniform pixel of the patch other than the parent and itself
+            skip = np.sort(np.stack([active[parent[rest]], hidden_flat[rest]]) - hidden[0][rest] * n_pix, axis=0)
+            k = rng.integers(0, n_pix - 2, size=int(rest.sum()))
             k += k >= skip[0]
             k += k >= skip[1]
-            Xm_f[hidden_flat] = Xm_f[hidden[0] * n_pix + k]
+            src[rest] = hidden[0][rest] * n_pix + k
+        if hidden_flat.size:
+            Xm_f[hidden_flat] = Xm_f[src]
         keep = ~np.isin(active, hidden_flat)
     values = replacement_values(Xm, coords, name, radius, rng)
     Xm_f[active[keep]] = values[keep]

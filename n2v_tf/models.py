@@ -565,7 +565,8 @@ class N2V(CARE):
         struct = None if c.structN2Vmask is None else np.array(c.structN2Vmask)
         means, stds = c.normalization()
         masking = {"perc_pix": c.n2v_perc_pix, "manipulator": c.n2v_manipulator, "radius": c.n2v_neighborhood_radius,
-                   "struct_mask": struct, "means": means, "stds": stds}
+                   "struct_mask": struct, "means": means, "stds": stds,
+                   "struct_replacement": getattr(c, "n2v_struct_replacement", "patch")}
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                                  augment=bool(getattr(c, "train_augment", False)), **masking)

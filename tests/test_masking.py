@@ -349,12 +349,15 @@ def test_struct_hidden_active_pixels_do_not_leak_their_parent(n_dim):
     assert not shows_parent.any()
 
 
+@pytest.mark.parametrize('mode', ['patch', 'local'])
 @pytest.mark.parametrize('shape', [(4, 4), (3, 3, 3)])
-def test_struct_hidden_values_never_own_or_parent_value(shape):
-    """Tiny patches (one active pixel each) make a draw of the pixel itself or its parent likely if allowed."""
+def test_struct_hidden_values_never_own_or_parent_value(shape, mode):
+    """Tiny patches (one active pixel each) make a draw of the pixel itself or its parent likely if allowed; with
+    'local', hidden pixels without a free pixel within the radius fall back to the whole patch."""
     X = unique_batch(300, shape)
     smask = np.ones((1,) * (len(shape) - 1) + (3,), int)
-    Xm, Y = M.mask_batch(X, 100 / np.prod(shape), 'uniform_withoutCP', 1, rng=24, struct_mask=smask)
+    Xm, Y = M.mask_batch(X, 100 / np.prod(shape), 'uniform_withoutCP', 1, rng=24, struct_mask=smask,
+                         struct_replacement=mode)
     coords = M.stratified_coords(300, shape, 100 / np.prod(shape), rng=np.random.default_rng(24))
     hidden, parent = M.struct_hide_coords(coords, smask, shape)
     assert hidden[0].size > 300
@@ -362,6 +365,40 @@ def test_struct_hidden_values_never_own_or_parent_value(shape):
     assert np.all(Xm[..., 0][hidden] != X[..., 0][tuple(c[parent] for c in coords)])
     src = decode(Xm[..., 0][hidden], X.shape[:-1])
     np.testing.assert_array_equal(src[0], hidden[0])
+
+
+@pytest.mark.parametrize('n_dim', NDIMS)
+def test_struct_local_replacement_draws_nearby_pixels_outside_every_footprint(n_dim):
+    """'local': every hidden pixel shows a pixel of its own patch within `radius` (per axis) that is neither active
+    nor hidden; 'patch' (the default, bit-identical to before) draws from the whole patch."""
+    shape, radius = SHAPES[n_dim], 2
+    X = unique_batch(3, shape)
+    full = X.shape[:-1]
+    coords = M.stratified_coords(3, shape, PERC[n_dim], rng=np.random.default_rng(31))
+    hidden, parent = M.struct_hide_coords(coords, STRUCT[n_dim], shape)
+    hflat, aflat = (np.ravel_multi_index(c, full) for c in (hidden, coords))
+    only_hidden = ~np.isin(hflat, aflat)
+    assert only_hidden.sum() > 20
+    dist = {}
+    for mode in ('local', 'patch'):
+        Xm, Y = M.mask_batch(X, PERC[n_dim], 'uniform_withCP', radius, rng=31, struct_mask=STRUCT[n_dim],
+                             struct_replacement=mode)
+        np.testing.assert_array_equal(Y[..., 1][coords], 1.0)
+        assert np.all(Y[..., 1][hidden][only_hidden] == 0)
+        src = decode(Xm[..., 0][hidden], full)
+        np.testing.assert_array_equal(src[0], hidden[0])                      # same patch
+        dist[mode] = np.max(np.abs(np.stack(src[1:]) - np.stack(hidden[1:])), axis=0)
+        if mode == 'local':
+            assert dist[mode].max() <= radius and dist[mode].min() >= 1
+            assert not np.isin(np.ravel_multi_index(src, full), np.concatenate([hflat, aflat])).any()
+    assert (dist['patch'] > radius).mean() > 0.5                             # the test tells the two apart
+    default = M.mask_batch(X, PERC[n_dim], 'uniform_withCP', radius, rng=31, struct_mask=STRUCT[n_dim])
+    patch = M.mask_batch(X, PERC[n_dim], 'uniform_withCP', radius, rng=31, struct_mask=STRUCT[n_dim],
+                         struct_replacement='patch')
+    for a, b in zip(default, patch):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="struct_replacement must be one of.*'random'"):
+        M.mask_batch(X, PERC[n_dim], struct_mask=STRUCT[n_dim], struct_replacement='random')
 
 
 # ---------------------------------------------------------------- n2v-compatible API

@@ -99,7 +99,7 @@ def test_presets_give_the_documented_configs():
     recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                        unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
                        train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False,
-                       train_mixed_precision="auto", train_recalibrate_bn=True)
+                       train_mixed_precision="auto", train_recalibrate_bn=True, n2v_struct_replacement="local")
     expected = {
         "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
                     unet_residual=False, probabilistic=False),
@@ -109,7 +109,7 @@ def test_presets_give_the_documented_configs():
                         unet_init="glorot_uniform", train_lr_schedule=None, unet_kern_size=5, n2v_perc_pix=1.5,
                         train_loss="mae", n2v_manipulator="uniform_withCP", train_fused_batch_norm=False,
                         unet_conv_bias=True, train_restore_best=True, train_mixed_precision=None,
-                        train_recalibrate_bn=False),
+                        train_recalibrate_bn=False, n2v_struct_replacement="patch"),
     }
     for name, fields in expected.items():
         config = N2VConfig.preset(name, X)
@@ -169,9 +169,11 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
 def test_invalid_new_fields_are_named():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear",
-                    train_augment="yes", train_restore_best=1, train_recalibrate_bn="on").invalid_fields()
+                    train_augment="yes", train_restore_best=1, train_recalibrate_bn="on",
+                    n2v_struct_replacement="random").invalid_fields()
     assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment", "train_restore_best",
-                        "train_recalibrate_bn"}
+                        "train_recalibrate_bn", "n2v_struct_replacement"}
+    assert "'random'" in bad["n2v_struct_replacement"] and "'local'" in bad["n2v_struct_replacement"]
     assert "must be a bool" in bad["train_recalibrate_bn"] and "'on'" in bad["train_recalibrate_bn"]
     assert "'bilinear'" in bad["unet_upsampling"] and "'linear'" in bad["unet_upsampling"]
 

@@ -113,12 +113,14 @@ def test_validation_data_use_the_struct_mask(n_dim):
 
 # ---------------------------------------------------------------- (b) training through N2V
 
-def _spy(monkeypatch, module, name, calls):
-    """Record the ``struct_mask`` argument of every call of ``module.name``."""
+def _spy(monkeypatch, module, name, calls, replacements=None):
+    """Record the ``struct_mask`` (and ``struct_replacement``) argument of every call of ``module.name``."""
     original = getattr(module, name)
 
     def wrapper(*args, **kwargs):
         calls.append(kwargs.get("struct_mask", args[5] if len(args) > 5 else None))
+        if replacements is not None:
+            replacements.append(kwargs.get("struct_replacement", args[6] if len(args) > 6 else "patch"))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, name, wrapper)
@@ -136,9 +138,10 @@ def test_struct_training_saves_and_reloads_the_mask(n_dim, n2v2, tmp_path, monke
     config = tiny_config(X, unet_n_first=4, unet_n_depth=1, train_epochs=2, train_steps_per_epoch=2,
                          n2v_patch_shape=(16, 16) if n_dim == 2 else (4, 16, 16), structN2Vmask=smask.tolist(),
                          **extra)
-    train_calls, val_calls = [], []
-    _spy(monkeypatch, n2v_tf.data, "mask_batch", train_calls)          # N2VSequence's training batches
-    _spy(monkeypatch, n2v_tf.models, "validation_data", val_calls)     # N2V.train's validation data
+    assert config.n2v_struct_replacement == "local"                   # the default of new configs
+    train_calls, val_calls, train_repl, val_repl = [], [], [], []
+    _spy(monkeypatch, n2v_tf.data, "mask_batch", train_calls, train_repl)       # N2VSequence's training batches
+    _spy(monkeypatch, n2v_tf.models, "validation_data", val_calls, val_repl)    # N2V.train's validation data
     model = N2V(config, "struct", basedir=str(tmp_path))
     hist = model.train(X, X, verbose=0, seed=0)
 
@@ -146,6 +149,7 @@ def test_struct_training_saves_and_reloads_the_mask(n_dim, n2v2, tmp_path, monke
         assert len(hist.history[key]) == 2 and np.isfinite(hist.history[key]).all(), hist.history
     assert len(train_calls) >= 4 and all(np.array_equal(m, smask) for m in train_calls)
     assert len(val_calls) == 1 and np.array_equal(val_calls[0], smask)
+    assert set(train_repl) == {"local"} and val_repl == ["local"]
 
     saved = json.loads((tmp_path / "struct" / "config.json").read_text())
     assert saved["structN2Vmask"] == smask.tolist()
