@@ -1,8 +1,9 @@
 """Why structN2V + N2V2 trails structN2V: one component at a time, several seeds (issue 15, item 3).
 
 The 2D set and budget of ``bench_structn2v.py`` (horizontally correlated noise on camera, 1x9 mask along X, U-Net
-depth 2 / 32 filters, batch 16, 64x64, 0.198 % masked, Adam 4e-4, 1000 steps in 10 epochs). Each variant starts from
-a library preset and changes the fields listed in ``VARIANTS``; every run reports the PSNR on camera, the global
+depth 2 / 32 filters, batch 16, 64x64, 0.198 % masked, Adam 4e-4, 1000 steps in 10 epochs; ``--n-dim 3``: its 3D
+set, 1x9x1 mask along Y, 16x32x32 patches). Each variant starts from a library preset and changes the fields listed
+in ``VARIANTS``; every run reports the PSNR on camera, the global
 offset ``mean(prediction - clean)`` and the PSNR after ``match_mean=True``.
 
 Usage (from the repo root)::
@@ -52,27 +53,28 @@ BASE = dict(n2v_struct_replacement="patch")
 OUT = bs.RUNS_DIR / "struct_n2v2.jsonl"
 
 
-def run(variant: str, seed: int, data: dict, workdir: Path, steps: int = bs.STEPS) -> dict:
+def run(variant: str, seed: int, data: dict, workdir: Path, steps: int = bs.STEPS, n_dim: int = 2) -> dict:
     import keras
 
     from n2v_tf import N2V, N2VConfig, psnr
     preset, extra = VARIANTS[variant]
     extra = dict(BASE, **extra)
     keras.utils.set_random_seed(seed)
-    kw = dict(bs.PROTOCOL, n2v_patch_shape=bs.PATCH[2], train_epochs=bs.EPOCHS,
-              train_steps_per_epoch=steps // bs.EPOCHS, **bs.variant_kwargs("structN2V", 2), **extra)
-    label = variant if steps == bs.STEPS else f"{variant}@{steps}"
+    kw = dict(bs.PROTOCOL, n2v_patch_shape=bs.PATCH[n_dim], train_epochs=bs.EPOCHS,
+              train_steps_per_epoch=steps // bs.EPOCHS, **bs.variant_kwargs("structN2V", n_dim), **extra)
+    label = (variant if steps == bs.STEPS else f"{variant}@{steps}") + ("" if n_dim == 2 else f"@{n_dim}d")
     config = N2VConfig.preset(preset, data["train"], **kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="output path for model already exists")
-        model = N2V(config, f"{label.replace('@', '_steps')}_s{seed}", basedir=str(workdir), overwrite=True)
+        model = N2V(config, f"{label.replace('@', '_')}_s{seed}", basedir=str(workdir), overwrite=True)
     t0 = time.perf_counter()
     hist = model.train(data["train"], data["val"], verbose=0, seed=seed)
     train_s = time.perf_counter() - t0
     clean, noisy = data["test_clean"], data["test_noisy"]
-    pred = model.predict(noisy, "YX")
-    pred_mm = model.predict(noisy, "YX", match_mean=True)
-    res = dict(variant=label, seed=seed, steps=steps, preset=preset, extra=extra,
+    axes = "YX" if n_dim == 2 else "ZYX"
+    pred = model.predict(noisy, axes)
+    pred_mm = model.predict(noisy, axes, match_mean=True)
+    res = dict(variant=label, seed=seed, steps=steps, n_dim=n_dim, preset=preset, extra=extra,
                psnr=psnr(clean, pred, data_range=255.0),
                psnr_match_mean=psnr(clean, pred_mm, data_range=255.0), offset=float(np.mean(pred - clean)),
                residual_lag1=bs.lag1(noisy - pred, data["axis"]), train_s=train_s,
@@ -121,6 +123,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["sn2v", "sn2v_n2v2"])
     ap.add_argument("--steps", type=int, default=bs.STEPS, help="optimiser steps per model (10 epochs)")
+    ap.add_argument("--n-dim", type=int, choices=(2, 3), default=2, help="the 2D or the 3D set of bench_structn2v")
     ap.add_argument("--table", action="store_true", help="only print the table of the results file")
     ap.add_argument("--rescore", action="store_true", help="checkerboard power of the kept model folders")
     args = ap.parse_args(argv)
@@ -128,11 +131,11 @@ def main(argv=None) -> None:
     if args.rescore:
         rescore(bs.build_data(2, quick=False), workdir)
     elif not args.table:
-        data = bs.build_data(2, quick=False)
+        data = bs.build_data(args.n_dim, quick=False)
         workdir.mkdir(parents=True, exist_ok=True)
         for variant in args.variants:
             for seed in args.seeds:
-                res = run(variant, seed, data, workdir, args.steps)
+                res = run(variant, seed, data, workdir, args.steps, args.n_dim)
                 with open(OUT, "a") as f:
                     f.write(json.dumps(res) + "\n")
     print(table(OUT))
