@@ -155,6 +155,7 @@ def test_struct_training_saves_and_reloads_the_mask(n_dim, n2v2, tmp_path, monke
     assert saved["structN2Vmask"] == smask.tolist()
     again = N2V(None, "struct", basedir=str(tmp_path))
     assert np.array_equal(again.config.structN2Vmask, smask)
+    assert saved["n2v_struct_replacement"] == "local" and again.config.n2v_struct_replacement == "local"
     assert again.config.blurpool is n2v2
 
 
