@@ -87,15 +87,18 @@ def run(variant: str, seed: int, data: dict, workdir: Path, steps: int = bs.STEP
     return res
 
 
-def rescore(data: dict, workdir: Path) -> None:
-    """Checkerboard power of every kept model folder (the latest seed of each variant) and of the true noise."""
+def rescore(data: dict, workdir: Path, n_dim: int = 2) -> None:
+    """Checkerboard power of every kept ``n_dim`` model folder and of the true noise."""
     from n2v_tf import N2V
     clean, noisy = data["test_clean"], data["test_noisy"]
     print(f"true noise: checker {nyquist_power_ratio(noisy - clean):.3f}")
     for folder in sorted(workdir.iterdir()):
         if not (folder / "config.json").exists():
             continue
-        pred = N2V(None, folder.name, basedir=str(workdir)).predict(noisy, "YX")
+        model = N2V(None, folder.name, basedir=str(workdir))
+        if model.config.n_dim != n_dim:
+            continue
+        pred = model.predict(noisy, "YX" if n_dim == 2 else "ZYX")
         print(f"{folder.name}: checker residual {nyquist_power_ratio(noisy - pred):.3f}, "
               f"error {nyquist_power_ratio(pred - clean):.3f}", flush=True)
 
@@ -129,7 +132,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     workdir = bs.runs_dir() / "models_struct_n2v2"
     if args.rescore:
-        rescore(bs.build_data(2, quick=False), workdir)
+        rescore(bs.build_data(args.n_dim, quick=False), workdir, args.n_dim)
     elif not args.table:
         data = bs.build_data(args.n_dim, quick=False)
         workdir.mkdir(parents=True, exist_ok=True)
