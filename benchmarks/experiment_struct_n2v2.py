@@ -46,6 +46,8 @@ VARIANTS = {
     "sn2v_median": ("structn2v", dict(n2v_manipulator="median")),                # N2V's net, N2V2's replacement
     "sn2v_local": ("structn2v", dict(n2v_struct_replacement="local")),           # hidden pixels from nearby pixels
     "sn2v_n2v2_local": ("n2v2", dict(n2v_struct_replacement="local")),
+    "sn2v_local_p15": ("structn2v", dict(n2v_struct_replacement="local", n2v_perc_pix=1.5)),  # N2V's 1.5 % masked
+    "sn2v_n2v2_local_p15": ("n2v2", dict(n2v_struct_replacement="local", n2v_perc_pix=1.5)),
 }
 #: every variant hides with the whole-patch replacement unless it says otherwise (the library's default until
 #: 2026-12-05, with which the rows above were measured)
