@@ -27,22 +27,25 @@ import quality_data as qd  # noqa: E402
 N_BINS = 32
 
 
+def _bins(p: np.ndarray, n_bins: int) -> np.ndarray:
+    """Index of the quantile bin of ``p`` (``n_bins`` equally populated bins) of every pixel."""
+    return np.searchsorted(np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1]), p)
+
+
 def oracle_linear(p: np.ndarray, x: np.ndarray, s: np.ndarray, n_bins: int = N_BINS) -> tuple[np.ndarray, np.ndarray]:
     """``p + w_b (x - p)`` with the least-squares ``w_b`` per quantile bin of ``p`` (fitted with the clean ``s``)."""
-    edges = np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1])
-    b = np.searchsorted(edges, p)
+    b = _bins(p, n_bins).ravel()
     d, e = (x - p).ravel(), (s - p).ravel()
-    num = np.bincount(b.ravel(), d * e, n_bins)
-    den = np.bincount(b.ravel(), d * d, n_bins)
+    num = np.bincount(b, d * e, n_bins)
+    den = np.bincount(b, d * d, n_bins)
     w = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
-    return p + w[b] * (x - p), w
+    return p + w[b].reshape(p.shape) * (x - p), w
 
 
 def wiener(p: np.ndarray, x: np.ndarray, s: np.ndarray, read_sigma: float, n_bins: int = N_BINS) -> np.ndarray:
     """``p + v_p / (v_p + v_n) (x - p)``: v_n = max(p, 0) + read_sigma**2 (the true noise law at the prior mean),
     v_p the prior's squared error per bin (with the clean image)."""
-    edges = np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1])
-    b = np.searchsorted(edges, p)
+    b = _bins(p, n_bins)
     vp = np.bincount(b.ravel(), ((s - p) ** 2).ravel(), n_bins) / np.maximum(np.bincount(b.ravel(), None, n_bins), 1)
     vn = np.maximum(p, 0) + read_sigma ** 2
     return p + vp[b] / (vp[b] + vn) * (x - p)

@@ -417,9 +417,9 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
         structN2V mask, see :func:`struct_hide_coords`.
     struct_replacement : {'patch', 'local'}
         What a hidden pixel gets: ``'patch'``, the value of a uniformly drawn pixel of the same patch;
-        ``'local'``, the value of a uniformly drawn pixel within ``radius`` (a box, as ``uniform_withCP``) that is
-        neither active nor hidden by any mask in the batch (a pixel with no such source within 32 draws falls back
-        to ``'patch'``).
+        ``'local'``, the value of a uniformly drawn pixel within ``radius`` along every axis (a box centred on the
+        hidden pixel, cut at the patch border) that is neither active nor hidden by any mask in the batch (a pixel
+        with no such source within 32 draws falls back to ``'patch'``).
 
     Returns
     -------
@@ -470,9 +470,8 @@ def mask_batch(X: np.ndarray, perc_pix: float = 0.198, manipulator: Union[str, M
             raise ValueError(f"struct_mask needs patches of >= 3 pixels to draw hidden values, got shape {shape_full[1:]}")
         src = np.full(hidden_flat.size, -1, dtype=np.intp)
         if hidden_flat.size and struct_replacement == 'local':
-            blocked = np.zeros(shape_full, dtype=bool)
-            blocked.ravel()[active] = True
-            blocked.ravel()[hidden_flat] = True
+            blocked = np.zeros(shape_full, dtype=bool)                         # blind spots and footprints
+            blocked.ravel()[np.concatenate([active, hidden_flat])] = True
             src = _local_sources(hidden, blocked, max(1, int(np.ceil(radius))), rng)
         rest = src < 0
         if rest.any():                            # a uniform pixel of the patch other than the parent and itself
