@@ -170,14 +170,24 @@ def _record(model, hist, train_time: float, load0, basedir: str, name: str) -> d
     )
 
 
-def _train(config, name: str, basedir: str, X, X_val, seed: int) -> dict:
-    """Create and train one model (a re-run replaces its own earlier folder); returns the model and its record."""
+def _train(config, name: str, basedir: str, X, X_val, seed: int, batch_seed: int | None = None) -> dict:
+    """Create and train one model (a re-run replaces its own earlier folder); returns the model and its record.
+
+    ``seed`` seeds everything; ``batch_seed`` (``experiment_seed_split.py``) reseeds Python's and NumPy's global
+    state after the model is built, so the batches and masks are those of ``--seed batch_seed`` (building the model
+    draws nothing from either) while the initial weights stay those of ``seed``.
+    """
     from n2v_tf import N2V
 
     _seed_all(seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="output path for model already exists")
         model = N2V(config, name, basedir=basedir, overwrite=True)
+    if batch_seed is not None:
+        import numpy as np
+
+        random.seed(batch_seed)
+        np.random.seed(batch_seed)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     hist = model.train(X, X_val)

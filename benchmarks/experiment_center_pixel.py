@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,24 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_data as qd  # noqa: E402
 
 
-def center_response(model, config: dict, noisy: np.ndarray, clean: np.ndarray, data_range: float, axes: str,
+def center_response(model, noisy: np.ndarray, clean: np.ndarray, data_range: float, axes: str,
                     mask_seed: int) -> dict:
     """The four numbers and the slope above for one model and one test image."""
     from n2v_tf.masking import mask_batch
 
-    masked_in, y = mask_batch(noisy[None, ..., None], perc_pix=config["n2v_perc_pix"],
-                              manipulator=config["n2v_manipulator"], radius=config["n2v_neighborhood_radius"],
+    config = model.config
+    masked_in, y = mask_batch(noisy[None, ..., None], perc_pix=config.n2v_perc_pix,
+                              manipulator=config.n2v_manipulator, radius=config.n2v_neighborhood_radius,
                               rng=mask_seed)
     masked_in = masked_in[0, ..., 0]
     at = y[0, ..., 1] > 0
     plain = model.predict(noisy, axes=axes)
     masked = model.predict(masked_in, axes=axes)
-    e_plain, e_masked = (plain - clean)[at], (masked - clean)[at]
     slope = np.polyfit((noisy - masked_in)[at].astype(np.float64), (plain - masked)[at].astype(np.float64), 1)[0]
-    return dict(psnr_plain=float(10 * np.log10(data_range ** 2 / np.mean(e_plain.astype(np.float64) ** 2))),
-                psnr_masked=float(10 * np.log10(data_range ** 2 / np.mean(e_masked.astype(np.float64) ** 2))),
-                bias_plain=float(e_plain.mean()), bias_masked=float(e_masked.mean()), slope=float(slope),
-                n_masked=int(at.sum()))
+    return dict(psnr_plain=qd.psnr(clean[at], plain[at], data_range),
+                psnr_masked=qd.psnr(clean[at], masked[at], data_range),
+                bias_plain=float(np.mean(plain[at] - clean[at])), bias_masked=float(np.mean(masked[at] - clean[at])),
+                slope=float(slope), n_masked=int(at.sum()))
 
 
 def main() -> None:
@@ -73,16 +72,14 @@ def main() -> None:
         for variant in args.variants:
             for seed in args.seeds:
                 name = qd.run_name("n2v_tf", variant, dataset, seed)
-                folder = Path(args.models) / name
-                if not (folder / "config.json").exists():
+                if not (Path(args.models) / name / "config.json").exists():
                     print(f"skip {name}: no model folder", file=sys.stderr)
                     continue
-                config = json.loads((folder / "config.json").read_text())
                 model = N2V(None, name, basedir=args.models)
-                per = [center_response(model, config, nz, cl, dr, axes, args.mask_seed)
+                per = [center_response(model, nz, cl, dr, axes, args.mask_seed)
                        for nz, cl, dr in zip(ds["test_noisy"], ds["test_clean"], ds["data_range"])]
                 r = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
-                print(f"| {dataset} | {variant} | {seed} | {config['n2v_manipulator']} | {r['psnr_plain']:.2f} | "
+                print(f"| {dataset} | {variant} | {seed} | {model.config.n2v_manipulator} | {r['psnr_plain']:.2f} | "
                       f"{r['psnr_masked']:.2f} | {r['bias_plain']:+.3f} | {r['bias_masked']:+.3f} | "
                       f"{r['slope']:+.3f} |", flush=True)
 

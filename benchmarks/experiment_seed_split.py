@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as bq  # noqa: E402
@@ -33,25 +28,14 @@ import quality_data as qd  # noqa: E402
 def train_split(variant: str, ds: dict, init_seed: int, batch_seed: int, basedir: str, epochs: int,
                 steps_per_epoch: int) -> dict:
     """Train ``variant`` with the weights of ``init_seed`` and the batches of ``batch_seed``; return its record."""
-    from n2v_tf import N2V
-
     X, X_val = ds["X_train"], ds["X_val"]
     config, _ = bq.make_config(variant, X, epochs, steps_per_epoch, ds["name"])
-    bq._seed_all(init_seed)  # what bench_quality does before building the model
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="output path for model already exists")
-        model = N2V(config, f"split_{variant}_{ds['name']}_w{init_seed}_b{batch_seed}", basedir=basedir,
-                    overwrite=True)
-    random.seed(batch_seed)  # building the model draws nothing from these two, so this is --seed batch_seed's state
-    np.random.seed(batch_seed)
-    t0 = time.perf_counter()
-    hist = model.train(X, X_val)
-    train_s = time.perf_counter() - t0
+    rec = bq._train(config, f"split_{variant}_{ds['name']}_w{init_seed}_b{batch_seed}", basedir, X, X_val,
+                    init_seed, batch_seed=batch_seed)
     axes = qd.spatial_axes(ds)
-    res = qd.evaluate(ds, [model.predict(img, axes) for img in ds["test_noisy"]])
+    res = qd.evaluate(ds, [rec["model"].predict(img, axes) for img in ds["test_noisy"]])
     return dict(variant=variant, dataset=ds["name"], init_seed=init_seed, batch_seed=batch_seed, psnr=res["psnr"],
-                per_image=res["per_image"], train_time_s=train_s,
-                history={k: [float(v) for v in vals] for k, vals in hist.history.items()})
+                per_image=res["per_image"], train_time_s=rec["train_time"], history=rec["history"])
 
 
 def main() -> None:
