@@ -62,26 +62,16 @@ def main() -> None:
     ap.add_argument("--models", default=str(qd.RUNS_DIR / "models"), help="folder of the model folders")
     args = ap.parse_args()
 
-    from n2v_tf.models import N2V
-
     print("| dataset | variant | seed | manipulator | PSNR plain | PSNR masked | bias plain | bias masked | slope |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for dataset in args.datasets:
-        ds = qd.load(dataset)
+    for ds, variant, seed, model in qd.trained_models(args.datasets, args.variants, args.seeds, args.models):
         axes = qd.spatial_axes(ds)
-        for variant in args.variants:
-            for seed in args.seeds:
-                name = qd.run_name("n2v_tf", variant, dataset, seed)
-                if not (Path(args.models) / name / "config.json").exists():
-                    print(f"skip {name}: no model folder", file=sys.stderr)
-                    continue
-                model = N2V(None, name, basedir=args.models)
-                per = [center_response(model, nz, cl, dr, axes, args.mask_seed)
-                       for nz, cl, dr in zip(ds["test_noisy"], ds["test_clean"], ds["data_range"])]
-                r = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
-                print(f"| {dataset} | {variant} | {seed} | {model.config.n2v_manipulator} | {r['psnr_plain']:.2f} | "
-                      f"{r['psnr_masked']:.2f} | {r['bias_plain']:+.3f} | {r['bias_masked']:+.3f} | "
-                      f"{r['slope']:+.3f} |", flush=True)
+        per = [center_response(model, nz, cl, dr, axes, args.mask_seed)
+               for nz, cl, dr in zip(ds["test_noisy"], ds["test_clean"], ds["data_range"])]
+        r = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+        print(f"| {ds['name']} | {variant} | {seed} | {model.config.n2v_manipulator} | {r['psnr_plain']:.2f} | "
+              f"{r['psnr_masked']:.2f} | {r['bias_plain']:+.3f} | {r['bias_masked']:+.3f} | "
+              f"{r['slope']:+.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,27 +44,18 @@ def main() -> None:
     args = ap.parse_args()
 
     from n2v_tf.config import normalize
-    from n2v_tf.models import N2V
     from n2v_tf.nets import recalibrate_batch_norm
 
     rows = []
-    for dataset in args.datasets:
-        ds = qd.load(dataset)
-        for variant in args.variants:
-            for seed in args.seeds:
-                name = qd.run_name("n2v_tf", variant, dataset, seed)
-                if not (Path(args.models) / name / "config.json").exists():
-                    print(f"skip {name}: no model folder", file=sys.stderr)
-                    continue
-                model = N2V(None, name, basedir=args.models)
-                saved = evaluate(model, ds)
-                X = normalize(ds["X_train"], *model.config.normalization())
-                bs = int(model.config.train_batch_size)
-                recalibrate_batch_norm(model.keras_model, (X[i:i + bs] for i in range(0, len(X) - bs + 1, bs)))
-                recal = evaluate(model, ds)
-                rows.append((dataset, variant, seed, saved, recal))
-                print(f"{name}: saved {np.mean(saved[0]):.2f} dB, recalibrated {np.mean(recal[0]):.2f} dB",
-                      file=sys.stderr, flush=True)
+    for ds, variant, seed, model in qd.trained_models(args.datasets, args.variants, args.seeds, args.models):
+        saved = evaluate(model, ds)
+        X = normalize(ds["X_train"], *model.config.normalization())
+        bs = int(model.config.train_batch_size)
+        recalibrate_batch_norm(model.keras_model, (X[i:i + bs] for i in range(0, len(X) - bs + 1, bs)))
+        recal = evaluate(model, ds)
+        rows.append((ds["name"], variant, seed, saved, recal))
+        print(f"{model.name}: saved {np.mean(saved[0]):.2f} dB, recalibrated {np.mean(recal[0]):.2f} dB",
+              file=sys.stderr, flush=True)
 
     print("| dataset | variant | seed | saved dB (per image) | offset | recalibrated dB (per image) | offset |")
     print("|---|---|---|---|---|---|---|")

@@ -526,6 +526,25 @@ def run_name(tool: str, variant: str, dataset: str, seed: int) -> str:
     return f"{tool}_{variant}_{dataset}_seed{int(seed)}"
 
 
+def trained_models(datasets, variants, seeds, models_dir):
+    """Yield ``(ds, variant, seed, model)`` for every n2v_tf model folder the protocol left in ``models_dir``.
+
+    ``ds`` is :func:`load`'s dataset (loaded once per dataset), ``model`` the folder loaded as ``n2v_tf.N2V``; a
+    missing folder is reported on stderr and skipped.
+    """
+    from n2v_tf.models import N2V
+
+    for dataset in datasets:
+        ds = load(dataset)
+        for variant in variants:
+            for seed in seeds:
+                name = run_name("n2v_tf", variant, dataset, seed)
+                if not (Path(models_dir) / name / "config.json").exists():
+                    print(f"skip {name}: no model folder", file=sys.stderr)
+                    continue
+                yield ds, variant, seed, N2V(None, name, basedir=str(models_dir))
+
+
 def schedule(args) -> tuple[int, int]:
     base = QUICK if args.quick else PROTOCOL
     epochs = args.epochs if args.epochs is not None else base["epochs"]
