@@ -49,7 +49,7 @@ INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
 N2V_033 = dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                unet_init="glorot_uniform", train_lr_schedule=None, train_mixed_precision=None,
                train_fused_batch_norm=False, unet_conv_bias=True, train_augment=False, train_restore_best=True,
-               train_recalibrate_bn=False, n2v_struct_replacement="patch")
+               train_recalibrate_bn=False, n2v_struct_replacement="patch", train_calibrate_output=False)
 #: The recommended network and training, shared by every method's preset (see ``benchmarks/README.md``, "Quality").
 _RECOMMENDED = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                     unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
@@ -62,7 +62,8 @@ PRESETS = {
     "structn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
                       skip_skipone=False, n2v_perc_pix=0.198),
     "pn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
-                 skip_skipone=False, probabilistic=True, train_loss="mse", train_mixed_precision=None),
+                 skip_skipone=False, probabilistic=True, train_loss="mse", train_mixed_precision=None,
+                 train_calibrate_output=False),
     "n2v-0.3": dict(N2V_033),
 }
 
@@ -266,6 +267,18 @@ class N2VConfig(argparse.Namespace):
         ``benchmarks/README.md``). Costs a forward pass per batch. Default ``True`` for new configs; ``config.json``
         files without the field (n2v 0.3.x, older n2v_tf) and the ``'n2v-0.3'`` preset keep ``False``. Changes
         training only: saved weights predict as they were saved.
+    train_calibrate_output : bool
+        After training (and after ``train_recalibrate_bn``), fit a gain and an offset per channel of the network's
+        output by least squares of the noisy validation pixels on the prediction at the masked (blind-spot) pixels of
+        the validation patches, fold them into the output convolution and save them with the weights
+        (:func:`n2v_tf.nets.calibrate_output`). The blind-spot prediction never sees its pixel's noise, so for
+        pixel-wise independent, zero-mean noise this fit minimises the error against the *clean* signal; it undoes
+        the shrinkage towards the mean and the offset a short or unlucky training leaves (measured on the quality
+        protocol: gains 1.00-1.09, +0.05 to +0.5 dB, less spread between seeds; ``benchmarks/README.md``, issue 15,
+        sixth session). Costs one prediction of the validation patches. Needs ``unet_last_activation='linear'``.
+        Default ``True`` for new N2V configs; ``False`` in ``config.json`` files without the field (n2v 0.3.x, older
+        n2v_tf) and in the ``'n2v-0.3'`` and ``'pn2v'`` presets; PN2V (``probabilistic``) trainings skip it (not
+        measured for PN2V). Changes training only: saved weights predict as they were saved.
     train_augment : bool
         Draw every training patch in a random one of the 8 orientations of its YX plane (90-degree rotations and
         flips; patches with a non-square YX plane take the 4 that keep their shape), on the fly, so the data in
@@ -350,6 +363,7 @@ class N2VConfig(argparse.Namespace):
         self.train_augment = False
         self.train_restore_best = False
         self.train_recalibrate_bn = True
+        self.train_calibrate_output = True
         self.structN2Vmask = None
         self.n2v_struct_replacement = "local"
         self.probabilistic = False
@@ -479,6 +493,7 @@ class N2VConfig(argparse.Namespace):
         check("train_augment", isinstance(self.train_augment, bool), "must be a bool")
         check("train_restore_best", isinstance(self.train_restore_best, bool), "must be a bool")
         check("train_recalibrate_bn", isinstance(self.train_recalibrate_bn, bool), "must be a bool")
+        check("train_calibrate_output", isinstance(self.train_calibrate_output, bool), "must be a bool")
         check("unet_upsampling", self.unet_upsampling in UPSAMPLINGS,
               "must be 'nearest' (n2v's) or 'linear' (bilinear in 2D, trilinear in 3D)")
         check("train_lr_schedule", self.train_lr_schedule in (None, "cosine"),

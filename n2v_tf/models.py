@@ -34,9 +34,9 @@ from .config import N2VConfig, denormalize, normalize
 from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
-from .masking import box_size
-from .nets import (build_unet, config_receptive_field, fold_batch_norm, load_weights_h5, recalibrate_batch_norm,
-                   resolve_mixed_precision, use_fused_batch_norm)
+from .masking import box_size, mask_batch
+from .nets import (build_unet, calibrate_output, config_receptive_field, fold_batch_norm, load_weights_h5,
+                   recalibrate_batch_norm, resolve_mixed_precision, use_fused_batch_norm)
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
 __all__ = ["BN_RECALIBRATION_BATCHES", "N2V", "PN2V_SHARED_FIELDS", "PN2VBootstrapResult", "train_pn2v_bootstrapped"]
@@ -53,6 +53,11 @@ NAN_POLICIES = ("raise", "fill")
 #: Batches of training patches whose batch statistics become the moving statistics of the batch normalisations
 #: after training (``N2VConfig.train_recalibrate_bn``; at most as many batches as the training ran).
 BN_RECALIBRATION_BATCHES = 100
+#: Blind-spot pixels per channel that the output calibration after training fits (``N2VConfig.train_calibrate_output``):
+#: the validation patches are masked anew until about this many are reached, in at most
+#: :data:`CALIBRATION_MAX_DRAWS` draws (the standard error of the fitted gain falls as one over the square root).
+CALIBRATION_PIXELS = 100_000
+CALIBRATION_MAX_DRAWS = 32
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -262,6 +267,9 @@ class N2V(CARE):
         self._overwrite = bool(overwrite)
         self.noise_model = noise_model
         self._writes_folder = _writes_model_folder(_current_strategy())  # False: a non-chief worker
+        #: ``{'gain': [...], 'offset': [...]}`` per channel (normalised units) that the last :meth:`train` folded into
+        #: the network (``config.train_calibrate_output``); ``None`` before.
+        self.output_calibration: dict | None = None
         super().__init__(config, name=name, basedir=basedir)
         self.keras_model.save_weights = _atomic_saver(self.keras_model.save_weights)
         if self.basedir is not None and self.config.probabilistic:
@@ -562,11 +570,8 @@ class N2V(CARE):
         if n_val / (n_train + n_val) < 0.05:
             warnings.warn(f"small number of validation images (only {100 * n_val / (n_train + n_val):.1f}% of all "
                           "images)", stacklevel=2)
-        struct = None if c.structN2Vmask is None else np.array(c.structN2Vmask)
         means, stds = c.normalization()
-        masking = {"perc_pix": c.n2v_perc_pix, "manipulator": c.n2v_manipulator, "radius": c.n2v_neighborhood_radius,
-                   "struct_mask": struct, "means": means, "stds": stds,
-                   "struct_replacement": getattr(c, "n2v_struct_replacement", "patch")}
+        masking = dict(self._masking(), means=means, stds=stds)
         train_data = N2VSequence(X if isinstance(X, np.ndarray) else train_imgs, c.n2v_patch_shape,
                                  batch_size=c.train_batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                                  augment=bool(getattr(c, "train_augment", False)), **masking)
@@ -600,20 +605,73 @@ class N2V(CARE):
                 except KeyboardInterrupt:
                     return self._interrupted(state)
             self._training_finished()
-            if c.batch_norm and getattr(c, "train_recalibrate_bn", False):
+            recalibrate = c.batch_norm and getattr(c, "train_recalibrate_bn", False)
+            calibrate = getattr(c, "train_calibrate_output", False) and not c.probabilistic
+            if recalibrate:
                 self._recalibrate_batch_norm(train_data, epochs * steps_per_epoch)  # a resumed run: the whole one
+            if calibrate:
+                self._calibrate_output(val_data)
+            if recalibrate or calibrate:
+                self._save_trained_weights()
         return history
+
+    def _masking(self) -> dict:
+        """The masking arguments of :func:`n2v_tf.masking.mask_batch` that the config asks for."""
+        c = self.config
+        return {"perc_pix": c.n2v_perc_pix, "manipulator": c.n2v_manipulator, "radius": c.n2v_neighborhood_radius,
+                "struct_mask": None if c.structN2Vmask is None else np.array(c.structN2Vmask),
+                "struct_replacement": getattr(c, "n2v_struct_replacement", "patch")}
 
     def _recalibrate_batch_norm(self, train_data: N2VSequence, steps: int) -> None:
         """``config.train_recalibrate_bn``: moving statistics from the batch statistics of the trained network on
         unmasked training batches (seeded by the training seed; as many as the training's steps, at most
-        :data:`BN_RECALIBRATION_BATCHES`), written into the weight file the model stands for."""
+        :data:`BN_RECALIBRATION_BATCHES`); :meth:`train` then writes them into the weight file the model stands for."""
         n = max(1, min(BN_RECALIBRATION_BATCHES, int(steps)))
         rng = np.random.default_rng((train_data.seed, 2**31 - 1))  # a stream of its own, not a training batch's
         t0 = time.perf_counter()
         used = recalibrate_batch_norm(self.keras_model, (train_data.crop_batch(rng) for _ in range(n)))
         logger.info("batch normalisation recalibrated on %d training batches in %.1f s", used, time.perf_counter() - t0)
-        c = self.config  # the file the model's weights came from (CSBDeep's _training_finished loaded it) or went to
+
+    def _calibrate_output(self, val_data: tuple[np.ndarray, np.ndarray]) -> None:
+        """``config.train_calibrate_output``: fit the output's gain and offset per channel on the blind-spot pixels of
+        the validation patches (:func:`n2v_tf.nets.calibrate_output`) and fold them into the network; skipped with a
+        warning where they cannot be fitted. The patches as masked for validation, then masked anew (fixed seed)
+        until about :data:`CALIBRATION_PIXELS` pixels per channel are fitted (at most :data:`CALIBRATION_MAX_DRAWS`
+        draws, one prediction of the validation patches each)."""
+        c = self.config
+        if c.unet_last_activation != "linear":
+            warnings.warn(f"train_calibrate_output: not applied, the output has unet_last_activation="
+                          f"{c.unet_last_activation!r} and a gain and offset fold exactly only into a linear output; "
+                          "set train_calibrate_output=False to silence this", stacklevel=3)
+            return
+        X, Y = val_data
+        n_channel = int(c.n_channel_in)
+        per_draw = max(1.0, float((np.asarray(Y[..., n_channel:]) > 0).sum()) / n_channel)
+        draws = int(min(CALIBRATION_MAX_DRAWS, math.ceil(CALIBRATION_PIXELS / per_draw)))
+        step = int(c.train_batch_size)
+
+        def batches():
+            rng = np.random.default_rng(1)  # fixed, as the validation masking (seed 0), so a rerun fits the same
+            for draw in range(draws):  # draw 0: the validation patches as validated; then new masks of them
+                xm, y = (X, Y) if draw == 0 else mask_batch(Y[..., :n_channel], rng=rng, **self._masking())
+                for i in range(0, len(xm), step):
+                    yield xm[i:i + step], y[i:i + step]
+
+        t0 = time.perf_counter()
+        try:
+            gains, offsets = calibrate_output(self.keras_model, batches(), residual=bool(c.unet_residual))
+        except ValueError as e:
+            warnings.warn(f"train_calibrate_output: not applied ({e}); give more validation data", stacklevel=3)
+            return
+        self.output_calibration = {"gain": gains.tolist(), "offset": offsets.tolist()}
+        logger.info("output calibrated on %d mask draw(s) of the validation patches in %.1f s: gain %s, offset %s "
+                    "(normalised units)", draws, time.perf_counter() - t0, np.round(gains, 4).tolist(),
+                    np.round(offsets, 4).tolist())
+
+    def _save_trained_weights(self) -> None:
+        """Write the network's weights into the file the model stands for (the one CSBDeep's ``_training_finished``
+        loaded, or the last weights); only the folder's writer does (see :meth:`_worker_folder`)."""
+        c = self.config
         path = self._trained_weights(c.train_checkpoint) if c.train_checkpoint is not None else c.train_checkpoint_last
         if self.basedir is not None and self._writes_folder and path is not None:
             self.keras_model.save_weights(str(self.logdir / path))

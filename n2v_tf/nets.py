@@ -24,6 +24,7 @@ __all__ = [
     "build_n2v2_unet",
     "build_n2v_unet",
     "build_unet",
+    "calibrate_output",
     "config_receptive_field",
     "fold_batch_norm",
     "load_weights_h5",
@@ -626,6 +627,92 @@ def recalibrate_batch_norm(model: keras.Model, batches) -> int:
         layer.moving_mean.assign((mean / n).astype(np.float32))
         layer.moving_variance.assign((var / n).astype(np.float32))
     return n
+
+
+def _output_heads(model: keras.Model) -> list[layers.Layer]:
+    """The output convolutions of a :func:`build_unet` network (``final``, ``channel_<c>final``), in channel order."""
+    heads = [layer for layer in model.layers if re.fullmatch(r"(channel_\d+)?final", layer.name)]
+    n_out = int(model.output.shape[-1])
+    if not heads or sum(int(h.filters) for h in heads) != n_out or not all(h.use_bias for h in heads):
+        raise ValueError(f"calibrate_output: {model.name!r} is not a network of build_unet (its output convolutions "
+                         f"'final' / 'channel_<c>final' with biases and {n_out} filters in all were not found)")
+    return heads
+
+
+def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, residual: bool = False,
+                     min_pixels: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a gain and an offset per channel of a blind-spot network's output on masked data and fold them in.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network of :func:`build_unet` with a linear last activation (any dtype policy); its output convolutions
+        are changed in place.
+    batches : iterable of tuple of numpy.ndarray
+        ``(X_masked, Y)`` as :func:`n2v_tf.masking.mask_batch` makes them (normalised like the training data):
+        ``Y`` holds the C noisy target channels, then the C mask channels.
+    n_out_per_channel : int
+        Output channels per input channel (PN2V's samples; their mean is fitted, all of them are corrected alike).
+    residual : bool
+        The network adds its input to the output (:func:`build_unet`'s ``residual``); the input's part is left as is.
+    min_pixels : int
+        Fewest masked pixels per channel for a fit; with fewer, or if the prediction is constant there, nothing
+        changes and :class:`ValueError` says so.
+
+    Returns
+    -------
+    gains, offsets : numpy.ndarray
+        Per input channel, in normalised units: the output ``f`` has become ``gain * f + offset`` (for a residual
+        network, its convolutional part).
+
+    Notes
+    -----
+    At a masked pixel the network sees a replacement instead of the pixel, so its prediction ``f`` carries no
+    information about that pixel's noise ``n``. For noise of zero mean that is independent between pixels,
+    ``E[(noisy - a f - b)^2] = E[(clean - a f - b)^2] + E[n^2]``: the least-squares fit of the noisy pixels on ``f``
+    gives the gain ``a`` and offset ``b`` that minimise the error against the clean signal, with no clean data.
+    A trained network predicts with ``a = 1, b = 0`` only if its training converged; after a short training, or
+    from an unlucky initialisation, its output is shrunk towards the mean or shifted (measured on the quality
+    protocol: gains 1.00-1.09, ``benchmarks/README.md``). The fit uses a float32 copy of ``model`` in inference mode
+    (the network that predicts) and float64 sums; ``gain`` and ``offset`` are folded into the kernel and bias of the
+    output convolutions, which stay Keras' ``Conv2D``/``Conv3D``, so saved weights predict the calibrated values
+    anywhere.
+    """
+    heads = _output_heads(model)
+    net = fold_batch_norm(model)
+    probe = keras.Model(net.input, [net.get_layer(h.name).output for h in heads])
+    n_channel = int(model.input.shape[-1])
+    k = int(n_out_per_channel)
+    if k * n_channel != int(model.output.shape[-1]):
+        raise ValueError(f"calibrate_output: n_out_per_channel={k} does not fit {n_channel} input and "
+                         f"{int(model.output.shape[-1])} output channels")
+    sums = np.zeros((5, n_channel))  # n, sum f, sum t, sum f^2, sum f t per channel
+    for x, y in batches:
+        x = np.asarray(x, np.float32)
+        z = probe(x, training=False)
+        z = np.concatenate([np.asarray(v) for v in (z if isinstance(z, (list, tuple)) else [z])], axis=-1)
+        f = z.reshape(z.shape[:-1] + (n_channel, k)).mean(-1).astype(np.float64)
+        t = np.asarray(y[..., :n_channel], np.float64) - (x if residual else 0)
+        m = np.asarray(y[..., n_channel:2 * n_channel]) > 0
+        axes = tuple(range(m.ndim - 1))
+        sums += [m.sum(axes), (f * m).sum(axes), (t * m).sum(axes), (f * f * m).sum(axes), (f * t * m).sum(axes)]
+    n, sf, st, sff, sft = sums
+    var = n * sff - sf ** 2
+    bad = [c for c in range(n_channel) if n[c] < min_pixels or not var[c] > 1e-12 * max(n[c] ** 2, 1)]
+    if bad:
+        found = "; ".join(f"channel {c}: {int(n[c])} masked pixel(s)" for c in bad)
+        raise ValueError(f"calibrate_output: no gain and offset can be fitted ({found}; at least {min_pixels} needed, "
+                         "with a prediction that is not constant there)")
+    gains = (n * sft - sf * st) / var
+    offsets = (st - gains * sf) / n
+    start = 0
+    for head in heads:
+        kernel, bias = head.get_weights()
+        channel = (start + np.arange(head.filters)) // k
+        head.set_weights([(kernel * gains[channel]).astype(kernel.dtype),
+                          (bias * gains[channel] + offsets[channel]).astype(bias.dtype)])
+        start += head.filters
+    return gains.astype(np.float32), offsets.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- legacy weights

@@ -99,17 +99,19 @@ def test_presets_give_the_documented_configs():
     recommended = dict(batch_norm_momentum=0.9, unet_wide_decoder=True, unet_upsampling="linear",
                        unet_init="fan_in_uniform", train_lr_schedule="cosine", unet_kern_size=3, n2v_perc_pix=1.5,
                        train_loss="mse", train_fused_batch_norm=True, unet_conv_bias=False, train_restore_best=False,
-                       train_mixed_precision="auto", train_recalibrate_bn=True, n2v_struct_replacement="local")
+                       train_mixed_precision="auto", train_recalibrate_bn=True, n2v_struct_replacement="local",
+                       train_calibrate_output=True)
     expected = {
         "n2v": dict(recommended, n2v_manipulator="uniform_withCP", blurpool=False, skip_skipone=False,
                     unet_residual=False, probabilistic=False),
         "n2v2": dict(recommended, n2v_manipulator="median", blurpool=True, skip_skipone=True, unet_residual=False),
-        "pn2v": dict(recommended, probabilistic=True, blurpool=False, train_mixed_precision=None),
+        "pn2v": dict(recommended, probabilistic=True, blurpool=False, train_mixed_precision=None,
+                     train_calibrate_output=False),
         "n2v-0.3": dict(batch_norm_momentum=0.99, unet_wide_decoder=False, unet_upsampling="nearest",
                         unet_init="glorot_uniform", train_lr_schedule=None, unet_kern_size=5, n2v_perc_pix=1.5,
                         train_loss="mae", n2v_manipulator="uniform_withCP", train_fused_batch_norm=False,
                         unet_conv_bias=True, train_restore_best=True, train_mixed_precision=None,
-                        train_recalibrate_bn=False, n2v_struct_replacement="patch"),
+                        train_recalibrate_bn=False, n2v_struct_replacement="patch", train_calibrate_output=False),
     }
     for name, fields in expected.items():
         config = N2VConfig.preset(name, X)
@@ -170,9 +172,10 @@ def test_invalid_new_fields_are_named():
     X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
     bad = N2VConfig(X, unet_upsampling="bilinear", unet_init="he", train_lr_schedule="linear",
                     train_augment="yes", train_restore_best=1, train_recalibrate_bn="on",
-                    n2v_struct_replacement="random").invalid_fields()
+                    n2v_struct_replacement="random", train_calibrate_output=None).invalid_fields()
     assert set(bad) >= {"unet_upsampling", "unet_init", "train_lr_schedule", "train_augment", "train_restore_best",
-                        "train_recalibrate_bn", "n2v_struct_replacement"}
+                        "train_recalibrate_bn", "n2v_struct_replacement", "train_calibrate_output"}
+    assert "must be a bool" in bad["train_calibrate_output"] and "None" in bad["train_calibrate_output"]
     assert "'random'" in bad["n2v_struct_replacement"] and "'local'" in bad["n2v_struct_replacement"]
     assert "must be a bool" in bad["train_recalibrate_bn"] and "'on'" in bad["train_recalibrate_bn"]
     assert "'bilinear'" in bad["unet_upsampling"] and "'linear'" in bad["unet_upsampling"]
@@ -248,7 +251,7 @@ def test_training_recalibrates_batch_norm_and_saves_it(n_dim, tmp_path):
     models = {}
     for on in (True, False):
         config = tiny_config(X, train_epochs=2, train_steps_per_epoch=3, train_mixed_precision=None,
-                             train_recalibrate_bn=on)
+                             train_recalibrate_bn=on, train_calibrate_output=False)
         keras.utils.set_random_seed(0)
         models[on] = N2V(config, f"m{on}", basedir=str(tmp_path))
         models[on].train(X[:3], X[3:], verbose=0, seed=5)
@@ -272,3 +275,104 @@ def test_training_recalibrates_batch_norm_and_saves_it(n_dim, tmp_path):
     axes = "ZYX" if n_dim == 3 else "YX"
     np.testing.assert_allclose(N2V(None, "mTrue", basedir=str(tmp_path)).predict(img, axes), on.predict(img, axes),
                                rtol=1e-5, atol=1e-5)
+
+
+def _masked_batches(rng, shape, n_batches=3, n_channel=1, perc=20.0):
+    """``(X_masked, Y)`` batches of random inputs, as ``mask_batch`` gives them, and the network's prediction."""
+    from n2v_tf.masking import mask_batch
+    out = []
+    for _ in range(n_batches):
+        x = rng.normal(size=(2,) + shape + (n_channel,)).astype(np.float32)
+        xm, y = mask_batch(x, perc_pix=perc, rng=rng)
+        out.append((xm, y))
+    return out
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+@pytest.mark.parametrize("residual, k, n_channel, single", [(False, 1, 1, True), (True, 1, 1, True),
+                                                             (False, 3, 2, True), (False, 1, 2, False)])
+def test_calibrate_output_fits_gain_and_offset_per_channel_and_folds_them(n_dim, residual, k, n_channel, single):
+    """Targets made as ``gain * f + offset`` of the network's own blind-spot prediction ``f`` (plus noise that is
+    independent of ``f``) are fitted back, per channel, and the folded network predicts ``gain * f + offset``."""
+    rng = np.random.default_rng(7)
+    net = build_unet(n_dim=n_dim, n_channel_in=n_channel, n_first=4, n_depth=1, kern_size=3, residual=residual,
+                     n_out_per_channel=k, single_net_per_channel=single)
+    random_batch_norm(net, rng)
+    shape = (8, 16, 16) if n_dim == 3 else (32, 32)
+    gain, offset = np.array([1.3, 0.8])[:n_channel], np.array([-0.4, 0.25])[:n_channel]
+    batches, before = [], []
+    for xm, y in _masked_batches(rng, shape, n_channel=n_channel):
+        out = np.asarray(net(xm, training=False))
+        f = out.reshape(out.shape[:-1] + (n_channel, k)).mean(-1)
+        part = f - xm if residual else f  # a residual network: its convolutional part is calibrated
+        target = gain * part + offset + (xm if residual else 0) + 0.01 * rng.normal(size=f.shape)
+        y = y.copy()
+        y[..., :n_channel] = target
+        batches.append((xm, y))
+        before.append(out)
+    gains, offsets = nets.calibrate_output(net, iter(batches), n_out_per_channel=k, residual=residual)
+    np.testing.assert_allclose(gains, gain, rtol=2e-2)
+    np.testing.assert_allclose(offsets, offset, atol=2e-2)
+    for (xm, _), out in zip(batches, before):  # every sample of a channel gets its channel's gain and offset
+        base = np.repeat(xm, k, axis=-1) if residual else 0
+        expected = np.repeat(gains, k) * (out - base) + np.repeat(offsets, k) + base
+        np.testing.assert_allclose(np.asarray(net(xm, training=False)), expected, atol=1e-4)
+
+
+def test_calibrate_output_refuses_too_few_pixels_and_foreign_networks():
+    rng = np.random.default_rng(0)
+    net = build_unet(n_dim=2, n_first=4, n_depth=1, kern_size=3)
+    weights = [w.copy() for w in net.get_weights()]
+    xm, y = _masked_batches(rng, (16, 16), n_batches=1, perc=1.0)[0]
+    with pytest.raises(ValueError, match=r"channel 0: \d masked pixel\(s\); at least 100 needed"):
+        nets.calibrate_output(net, [(xm, y)])
+    for a, b in zip(weights, net.get_weights()):
+        np.testing.assert_array_equal(a, b)  # nothing changed
+    inp = keras.Input((None, None, 1))
+    with pytest.raises(ValueError, match="not a network of build_unet"):
+        nets.calibrate_output(keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same")(inp)), [(xm, y)])
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_training_calibrates_the_output_on_validation_and_saves_it(n_dim, tmp_path, monkeypatch, caplog):
+    """With ``train_calibrate_output`` the trained network equals the uncalibrated one with the validation fit
+    folded into its head (nothing else changes), and the model folder predicts the calibrated values."""
+    import logging
+    from n2v_tf import models as models_module
+    from n2v_tf.data import validation_data
+    shape = (16, 32, 32) if n_dim == 3 else (64, 64)
+    X = np.stack([smooth_image(shape, seed=s)[1] for s in range(4)])[..., None]
+    monkeypatch.setattr(models_module, "CALIBRATION_PIXELS", 1)  # one draw: the validation masking itself
+    models = {}
+    for on in (True, False):
+        config = tiny_config(X, train_epochs=2, train_steps_per_epoch=3, train_mixed_precision=None,
+                             train_calibrate_output=on, n2v_perc_pix=5.0)
+        keras.utils.set_random_seed(0)
+        models[on] = N2V(config, f"m{on}", basedir=str(tmp_path))
+        models[on].train(X[:3], X[3:], verbose=0, seed=5)
+    on, off = models[True], models[False]
+    assert off.output_calibration is None
+    gains, offsets = (np.array(on.output_calibration[k]) for k in ("gain", "offset"))
+    assert gains.shape == offsets.shape == (1,) and abs(gains[0] - 1) > 1e-3  # a 6-step training is not calibrated
+    heads = {"channel_0final"}
+    for a, b in zip(on.keras_model.layers, off.keras_model.layers):
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            if a.name not in heads:
+                np.testing.assert_array_equal(wa, wb)  # the training itself is the same
+    c = on.config
+    val = validation_data(X[3:], c.n2v_patch_shape, c.n2v_perc_pix, c.n2v_manipulator, c.n2v_neighborhood_radius,
+                          means=c.normalization()[0], stds=c.normalization()[1], div_by=4)
+    expected = nets.calibrate_output(off.keras_model, [val])  # the same fit, done by hand on the same patches
+    np.testing.assert_allclose(gains, expected[0], rtol=1e-5)
+    np.testing.assert_allclose(offsets, expected[1], atol=1e-6)
+    img = X[3, ..., 0]
+    axes = "ZYX" if n_dim == 3 else "YX"
+    np.testing.assert_allclose(on.predict(img, axes), off.predict(img, axes), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(N2V(None, "mTrue", basedir=str(tmp_path)).predict(img, axes), on.predict(img, axes),
+                               rtol=1e-5, atol=1e-5)
+    # by default the validation patches are masked anew until ~CALIBRATION_PIXELS blind spots are fitted
+    monkeypatch.setattr(models_module, "CALIBRATION_PIXELS", 3.5 * float((val[1][..., 1] > 0).sum()))
+    with caplog.at_level(logging.INFO, logger="n2v_tf.models"):
+        keras.utils.set_random_seed(0)
+        N2V(c, "m4", basedir=str(tmp_path)).train(X[:3], X[3:], verbose=0, seed=5)
+    assert "output calibrated on 4 mask draw(s)" in caplog.text
