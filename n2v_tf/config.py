@@ -62,8 +62,7 @@ PRESETS = {
     "structn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
                       skip_skipone=False, n2v_perc_pix=0.198),
     "pn2v": dict(_RECOMMENDED, n2v_manipulator="uniform_withCP", unet_residual=False, blurpool=False,
-                 skip_skipone=False, probabilistic=True, train_loss="mse", train_mixed_precision=None,
-                 train_calibrate_output=False),
+                 skip_skipone=False, probabilistic=True, train_loss="mse", train_mixed_precision=None),
     "n2v-0.3": dict(N2V_033),
 }
 
@@ -269,16 +268,18 @@ class N2VConfig(argparse.Namespace):
         training only: saved weights predict as they were saved.
     train_calibrate_output : bool
         After training (and after ``train_recalibrate_bn``), fit a gain and an offset per channel of the network's
-        output by least squares of the noisy validation pixels on the prediction at the masked (blind-spot) pixels of
-        the validation patches, fold them into the output convolution and save them with the weights
-        (:func:`n2v_tf.nets.calibrate_output`). The blind-spot prediction never sees its pixel's noise, so for
-        pixel-wise independent, zero-mean noise this fit minimises the error against the *clean* signal; it undoes
-        the shrinkage towards the mean and the offset a short or unlucky training leaves (measured on the quality
-        protocol: gains 1.00-1.09, +0.05 to +0.5 dB, less spread between seeds; ``benchmarks/README.md``, issue 15,
-        sixth session). Costs one prediction of the validation patches. Needs ``unet_last_activation='linear'``.
-        Default ``True`` for new N2V configs; ``False`` in ``config.json`` files without the field (n2v 0.3.x, older
-        n2v_tf) and in the ``'n2v-0.3'`` and ``'pn2v'`` presets; PN2V (``probabilistic``) trainings skip it (not
-        measured for PN2V). Changes training only: saved weights predict as they were saved.
+        output by least squares of the noisy validation pixels on the prediction at their blind spots (the validation
+        patches masked anew until about :data:`n2v_tf.models.CALIBRATION_PIXELS` pixels are fitted), fold them into
+        the output convolution and save them with the weights (:func:`n2v_tf.nets.calibrate_output`; PN2V: fitted on
+        the mean of the samples, applied to every sample). The blind-spot prediction never sees its pixel's noise,
+        so for pixel-wise independent, zero-mean noise this fit minimises the error against the *clean* signal: it
+        undoes the shrinkage towards the mean and the offset that a short or unlucky training leaves (measured on
+        the quality protocol's trained models: gains 0.98-1.07, from -0.07 to +0.37 dB per model, N2V2 +0.18 dB on
+        average on *natural*, the seed spreads of 3D N2V2 and PN2V halved or less; ``benchmarks/README.md``, issue
+        15, sixth session). Costs a few predictions of the validation patches. Needs
+        ``unet_last_activation='linear'``. Default ``True`` for new configs; ``False`` in ``config.json`` files
+        without the field (n2v 0.3.x, older n2v_tf) and in the ``'n2v-0.3'`` preset. Changes training only: saved
+        weights predict as they were saved.
     train_augment : bool
         Draw every training patch in a random one of the 8 orientations of its YX plane (90-degree rotations and
         flips; patches with a non-square YX plane take the 4 that keep their shape), on the fly, so the data in

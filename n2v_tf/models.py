@@ -58,6 +58,8 @@ BN_RECALIBRATION_BATCHES = 100
 #: :data:`CALIBRATION_MAX_DRAWS` draws (the standard error of the fitted gain falls as one over the square root).
 CALIBRATION_PIXELS = 100_000
 CALIBRATION_MAX_DRAWS = 32
+#: Pixels per network call of that calibration (several small patches, or several draws of them, per call).
+CALIBRATION_CHUNK = 2 ** 20
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -606,7 +608,7 @@ class N2V(CARE):
                     return self._interrupted(state)
             self._training_finished()
             recalibrate = c.batch_norm and getattr(c, "train_recalibrate_bn", False)
-            calibrate = getattr(c, "train_calibrate_output", False) and not c.probabilistic
+            calibrate = getattr(c, "train_calibrate_output", False)
             if recalibrate:
                 self._recalibrate_batch_norm(train_data, epochs * steps_per_epoch)  # a resumed run: the whole one
             if calibrate:
@@ -648,18 +650,25 @@ class N2V(CARE):
         n_channel = int(c.n_channel_in)
         per_draw = max(1.0, float((np.asarray(Y[..., n_channel:]) > 0).sum()) / n_channel)
         draws = int(min(CALIBRATION_MAX_DRAWS, math.ceil(CALIBRATION_PIXELS / per_draw)))
-        step = int(c.train_batch_size)
+        patches = Y[..., :n_channel]  # the validation patches, unmasked and normalised
+        chunk = max(int(c.train_batch_size), CALIBRATION_CHUNK // int(np.prod(patches.shape[1:-1])))  # per call
 
         def batches():
+            for i in range(0, len(X), chunk):  # the validation patches as validated
+                yield X[i:i + chunk], Y[i:i + chunk]
             rng = np.random.default_rng(1)  # fixed, as the validation masking (seed 0), so a rerun fits the same
-            for draw in range(draws):  # draw 0: the validation patches as validated; then new masks of them
-                xm, y = (X, Y) if draw == 0 else mask_batch(Y[..., :n_channel], rng=rng, **self._masking())
-                for i in range(0, len(xm), step):
-                    yield xm[i:i + step], y[i:i + step]
+            left, group = draws - 1, max(1, chunk // len(patches))
+            while left > 0:  # new masks of them; few patches: several draws masked and predicted together
+                g = min(group, left)
+                xm, y = mask_batch(np.concatenate([patches] * g), rng=rng, **self._masking())
+                for i in range(0, len(xm), chunk):
+                    yield xm[i:i + chunk], y[i:i + chunk]
+                left -= g
 
         t0 = time.perf_counter()
         try:
-            gains, offsets = calibrate_output(self.keras_model, batches(), residual=bool(c.unet_residual))
+            gains, offsets = calibrate_output(self.keras_model, batches(), residual=bool(c.unet_residual),
+                                              n_out_per_channel=int(c.pn2v_samples) if c.probabilistic else 1)
         except ValueError as e:
             warnings.warn(f"train_calibrate_output: not applied ({e}); give more validation data", stacklevel=3)
             return

@@ -137,6 +137,10 @@ def test_pn2v_model_folder_keeps_its_noise_model(tmp_path):
     config = tiny_config(X, probabilistic=True, pn2v_samples=8, unet_n_depth=1)
     model = N2V(config, "pn", basedir=str(tmp_path), noise_model=nm)
     model.train(X, X, verbose=0, seed=0)
+    # train_calibrate_output (default): one gain and offset, fitted on the mean of the 8 samples, applied to all
+    assert config.train_calibrate_output and len(model.output_calibration["gain"]) == 1
+    head = model.keras_model.get_layer("channel_0final")
+    assert head.filters == 8
     before = model.predict(noisy, "YX")
     again = N2V(None, "pn", basedir=str(tmp_path))
     assert isinstance(again.noise_model, GaussianMixtureNoiseModel)
