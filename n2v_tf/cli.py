@@ -300,10 +300,13 @@ def _config_from_args(args: argparse.Namespace, train: list[np.ndarray], patch: 
 
 
 def _preset_overrides(args: argparse.Namespace) -> dict:
-    """The config fields that ``--augment/--no-augment`` and ``--mixed-precision`` set over the preset's values."""
+    """The config fields that ``--augment/--no-augment``, ``--calibrate/--no-calibrate`` and ``--mixed-precision``
+    set over the preset's values."""
     fields = {}
     if getattr(args, "augment", None) is not None:
         fields["train_augment"] = args.augment
+    if getattr(args, "calibrate", None) is not None:
+        fields["train_calibrate_output"] = args.calibrate
     if getattr(args, "mixed_precision", None) is not None:
         fields["train_mixed_precision"] = None if args.mixed_precision == "float32" else args.mixed_precision
     return fields
@@ -1424,6 +1427,9 @@ def _add_training_args(t: argparse.ArgumentParser, preset: str) -> None:
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the training patches in random 90-degree rotations and flips of the YX plane "
                         "(default: the preset's choice)")
+    t.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="after training, fit the output's gain and offset on the blind-spot pixels of the validation "
+                        "data and fold them into the network (default: the preset's choice, on except for n2v-0.3)")
     t.add_argument("--mixed-precision", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"), default=None,
                    help="training precision: auto = bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs from compute "
                         "capability 8.0, float16 from 7.0, else float32 (default: the preset's choice); the saved "

@@ -659,6 +659,17 @@ def test_train_augment_flag_overrides_the_preset(flag, expected, preset, tmp_pat
     assert config.train_augment is want
 
 
+@pytest.mark.parametrize("flag, expected", (([], "preset"), (["--calibrate"], True), (["--no-calibrate"], False)))
+@pytest.mark.parametrize("preset", ("n2v2", "n2v-0.3"))
+def test_train_calibrate_flag_overrides_the_preset(flag, expected, preset, tmp_path):
+    args = cli.build_parser().parse_args(["train", "x.tif", "--model-dir", str(tmp_path), "--name", "m",
+                                          "--preset", preset] + flag)
+    train = [np.random.default_rng(0).normal(size=(64, 64, 1)).astype(np.float32)]
+    config = cli._config_from_args(args, train, (32, 32))
+    assert config.train_calibrate_output is ({"n2v2": True, "n2v-0.3": False}[preset] if expected == "preset"
+                                             else expected)
+
+
 @pytest.mark.parametrize("flag, expected", (([], "preset"), (["--mixed-precision", "auto"], "auto"),
                                             (["--mixed-precision", "float32"], None),
                                             (["--mixed-precision", "mixed_bfloat16"], "mixed_bfloat16")))
