@@ -167,6 +167,7 @@ def _record(model, hist, train_time: float, load0, basedir: str, name: str) -> d
                     else f"last (epoch {len(val)}; train_restore_best=False)"),
         config_used={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
                      if isinstance(v, (int, float, str, bool, tuple, list, dict, type(None)))},
+        output_calibration=getattr(model, "output_calibration", None),
     )
 
 
@@ -264,7 +265,8 @@ def run_one(variant: str, ds: dict, args, seed: int) -> dict:
                            train_time_s=out["n2v_train_s"], best_epoch=out["n2v"]["best_epoch"],
                            checkpoint=out["n2v"]["checkpoint"], history=out["n2v"]["history"],
                            model_dir=out["n2v"]["model_dir"], n_params=out["n2v"]["n_params"],
-                           config_used=out["n2v"]["config_used"]),
+                           config_used=out["n2v"]["config_used"],
+                           output_calibration=out["n2v"]["output_calibration"]),
             psnr_prior_mean=prior["psnr"],
             pn2v_samples=int(args.pn2v_samples),
             bootstrap=dict(BOOTSTRAP, fitted_on=f"N2V {'TTA ' if variant == 'pn2v_boot_tta' else ''}prediction of "
@@ -299,6 +301,7 @@ def run_one(variant: str, ds: dict, args, seed: int) -> dict:
         versions=versions,
         model_dir=rec["model_dir"],
         config_used=rec["config_used"],
+        output_calibration=rec["output_calibration"],
         **extra,
     )
     try:
