@@ -673,10 +673,16 @@ def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, re
     gives the gain ``a`` and offset ``b`` that minimise the error against the clean signal, with no clean data.
     A trained network predicts with ``a = 1, b = 0`` only if its training converged; after a short training, or
     from an unlucky initialisation, its output is shrunk towards the mean or shifted (measured on the quality
-    protocol: gains 1.00-1.09, ``benchmarks/README.md``). The fit uses a float32 copy of ``model`` in inference mode
-    (the network that predicts) and float64 sums; ``gain`` and ``offset`` are folded into the kernel and bias of the
-    output convolutions, which stay Keras' ``Conv2D``/``Conv3D``, so saved weights predict the calibrated values
-    anywhere.
+    protocol's trained models: gains 0.98-1.07, ``benchmarks/README.md``). This is the self-supervised loss of [1]_
+    (for a function that does not see the pixel, the loss against the noisy data equals the loss against the clean
+    data plus the noise variance) minimised over two parameters per channel. The fit uses a float32 copy of ``model``
+    in inference mode (the network that predicts) and float64 sums; ``gain`` and ``offset`` are folded into the kernel
+    and bias of the output convolutions, which stay Keras' ``Conv2D``/``Conv3D``, so saved weights predict the
+    calibrated values anywhere.
+
+    References
+    ----------
+    .. [1] J. Batson, L. Royer, "Noise2Self: Blind Denoising by Self-Supervision", ICML 2019.
     """
     heads = _output_heads(model)
     net = fold_batch_norm(model)
