@@ -673,6 +673,11 @@ class N2V(CARE):
             warnings.warn(f"train_calibrate_output: not applied ({e}); give more validation data", stacklevel=3)
             return
         self.output_calibration = {"gain": gains.tolist(), "offset": offsets.tolist()}
+        far = [f"channel {i}: {g:.3f}" for i, g in enumerate(gains) if not 0.5 <= g <= 2]
+        if far:
+            warnings.warn(f"train_calibrate_output: fitted gain far from 1 ({'; '.join(far)}): the prediction hardly "
+                          "follows the validation data, so the network is far from trained (train longer) or the "
+                          "validation data differ from the training data; the calibration was applied", stacklevel=3)
         logger.info("output calibrated on %d mask draw(s) of the validation patches in %.1f s: gain %s, offset %s "
                     "(normalised units)", draws, time.perf_counter() - t0, np.round(gains, 4).tolist(),
                     np.round(offsets, 4).tolist())

@@ -375,3 +375,19 @@ def test_training_calibrates_the_output_on_validation_and_saves_it(n_dim, tmp_pa
         keras.utils.set_random_seed(0)
         N2V(c, "m4", basedir=str(tmp_path)).train(X[:3], X[3:], verbose=0, seed=5)
     assert "output calibrated on 4 mask draw(s)" in caplog.text
+
+
+def test_training_warns_when_the_fitted_gain_is_far_from_one(monkeypatch):
+    """A gain far from 1 means the network hardly follows the data: the user is told (and the fit is kept)."""
+    from n2v_tf import models as models_module
+    X = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    model = N2V(tiny_config(X, train_epochs=1, train_steps_per_epoch=1), None, basedir=None)
+    monkeypatch.setattr(models_module, "calibrate_output", lambda *a, **k: (np.float32([0.04]), np.float32([0.1])))
+    with pytest.warns(UserWarning, match=r"gain far from 1 \(channel 0: 0\.040\).*train longer"):
+        model.train(X[:3], X[3:], verbose=0, seed=0)
+    assert model.output_calibration == {"gain": [pytest.approx(0.04)], "offset": [pytest.approx(0.1)]}
+    monkeypatch.setattr(models_module, "calibrate_output", lambda *a, **k: (np.float32([1.05]), np.float32([0.0])))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="train_calibrate_output")
+        model.train(X[:3], X[3:], verbose=0, seed=0)
