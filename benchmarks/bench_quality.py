@@ -58,7 +58,8 @@ PRESET_VARIANTS = {"rec_n2v": "n2v", "rec_n2v2": "n2v2", "rec_n2v_keras_bn": "n2
                    "rec_n2v_aug": "n2v", "rec_n2v_noaug": "n2v", "rec_n2v2_noaug": "n2v2", "rec_n2v_bf16": "n2v",
                    "rec_n2v_aug_bf16": "n2v", "rec_n2v2_p15": "n2v2", "rec_n2v_p0198": "n2v",
                    "rec_n2v2_p0198": "n2v2", "rec_n2v2_aug": "n2v2", "rec_n2v2_uwocp": "n2v2",
-                   "rec_n2v_uwocp": "n2v", "rec_n2v2_fp32": "n2v2", "rec_n2v_fp32": "n2v"}
+                   "rec_n2v_uwocp": "n2v", "rec_n2v2_fp32": "n2v2", "rec_n2v_fp32": "n2v", "rec_n2v_nocal": "n2v",
+                   "rec_n2v2_nocal": "n2v2"}
 #: fields a variant sets on top of its preset: ``rec_n2v_keras_bn`` is preset 'n2v' with Keras' own batch-norm ops and
 #: a bias before every batch norm (the defaults before 2026-12-02), the control of the fused-kernel/no-bias defaults
 #: ``rec_n2v_p15`` / ``rec_n2v2_p15`` mask n2v 0.3.x's default 1.5 % of the pixels of a patch (the presets' value since
@@ -67,7 +68,9 @@ PRESET_VARIANTS = {"rec_n2v": "n2v", "rec_n2v2": "n2v2", "rec_n2v_keras_bn": "n2
 #: training patches (``train_augment``) switched on / off, whatever the preset's default is; ``rec_n2v_bf16`` /
 #: ``rec_n2v_aug_bf16``: trained with ``train_mixed_precision='mixed_bfloat16'``; ``rec_n2v2_uwocp`` / ``rec_n2v_uwocp``: the
 #: preset with the blind spots replaced by a uniform neighbour other than the centre (``uniform_withoutCP``);
-#: ``rec_n2v2_fp32`` / ``rec_n2v_fp32``: the preset trained in float32 whatever 'auto' picks on the machine
+#: ``rec_n2v2_fp32`` / ``rec_n2v_fp32``: the preset trained in float32 whatever 'auto' picks on the machine;
+#: ``rec_n2v_nocal`` / ``rec_n2v2_nocal``: the preset without the output calibration after training
+#: (``train_calibrate_output=False``, the paired control of that default)
 PRESET_EXTRA = {"rec_n2v_keras_bn": dict(train_fused_batch_norm=False, unet_conv_bias=True),
                 "rec_n2v_p15": dict(n2v_perc_pix=1.5), "rec_n2v2_p15": dict(n2v_perc_pix=1.5),
                 "rec_n2v_p0198": dict(n2v_perc_pix=0.198), "rec_n2v2_p0198": dict(n2v_perc_pix=0.198),
@@ -78,7 +81,8 @@ PRESET_EXTRA = {"rec_n2v_keras_bn": dict(train_fused_batch_norm=False, unet_conv
                 "rec_n2v_aug_bf16": dict(train_augment=True, train_mixed_precision="mixed_bfloat16"),
                 "rec_n2v2_uwocp": dict(n2v_manipulator="uniform_withoutCP"),
                 "rec_n2v_uwocp": dict(n2v_manipulator="uniform_withoutCP"),
-                "rec_n2v2_fp32": dict(train_mixed_precision=None), "rec_n2v_fp32": dict(train_mixed_precision=None)}
+                "rec_n2v2_fp32": dict(train_mixed_precision=None), "rec_n2v_fp32": dict(train_mixed_precision=None),
+                "rec_n2v_nocal": dict(train_calibrate_output=False), "rec_n2v2_nocal": dict(train_calibrate_output=False)}
 #: ``pn2v_boot_tta``: the same pipeline bootstrapped from N2V's test-time-augmented prediction (``bootstrap_tta``)
 PN2V_VARIANTS = ("pn2v_boot", "pn2v_boot_tta")
 VARIANTS = N2V033_VARIANTS + tuple(PRESET_VARIANTS) + PN2V_VARIANTS
@@ -110,6 +114,8 @@ LABELS = {
     (TOOL, "rec_n2v_bf16"): "n2v_tf — preset 'n2v', mixed_bfloat16",
     (TOOL, "rec_n2v2_fp32"): "n2v_tf — preset 'n2v2', float32",
     (TOOL, "rec_n2v_fp32"): "n2v_tf — preset 'n2v', float32",
+    (TOOL, "rec_n2v_nocal"): "n2v_tf — preset 'n2v', no output calibration (control)",
+    (TOOL, "rec_n2v2_nocal"): "n2v_tf — preset 'n2v2', no output calibration (control)",
     (TOOL, "rec_n2v_aug_bf16"): "n2v_tf — preset 'n2v', flips/rotations, mixed_bfloat16",
     (TOOL, "pn2v_boot"): "n2v_tf — PN2V, bootstrapped GMM (preset 'n2v' -> 'pn2v')",
     (TOOL, "pn2v_boot_tta"): "n2v_tf — PN2V, GMM bootstrapped from the TTA prediction",
