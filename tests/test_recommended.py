@@ -316,6 +316,10 @@ def test_calibrate_output_fits_gain_and_offset_per_channel_and_folds_them(n_dim,
         base = np.repeat(xm, k, axis=-1) if residual else 0
         expected = np.repeat(gains, k) * (out - base) + np.repeat(offsets, k) + base
         np.testing.assert_allclose(np.asarray(net(xm, training=False)), expected, atol=1e-4)
+    # the folded network is calibrated: a second fit on the same data finds gain 1 and offset 0
+    again = nets.calibrate_output(net, batches, n_out_per_channel=k, residual=residual)
+    np.testing.assert_allclose(again[0], 1, atol=1e-4)
+    np.testing.assert_allclose(again[1], 0, atol=1e-4)
 
 
 def test_calibrate_output_refuses_too_few_pixels_and_foreign_networks():
