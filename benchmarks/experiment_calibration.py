@@ -45,10 +45,7 @@ def calibrate(model, X_val: np.ndarray) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["rec_n2v", "rec_n2v2"])
-    ap.add_argument("--datasets", nargs="+", default=["fluo3d"], choices=qd.DATASETS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--models", default=str(qd.RUNS_DIR / "models"), help="folder of the model folders")
+    qd.add_model_selection_args(ap, dataset="fluo3d")
     args = ap.parse_args()
 
     print("| dataset | variant | seed | gain | offset | PSNR | calibrated | oracle |")

@@ -55,11 +55,8 @@ def center_response(model, noisy: np.ndarray, clean: np.ndarray, data_range: flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["rec_n2v", "rec_n2v2"])
-    ap.add_argument("--datasets", nargs="+", default=["natural"], choices=qd.DATASETS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    qd.add_model_selection_args(ap, dataset="natural")
     ap.add_argument("--mask-seed", type=int, default=123)
-    ap.add_argument("--models", default=str(qd.RUNS_DIR / "models"), help="folder of the model folders")
     args = ap.parse_args()
 
     print("| dataset | variant | seed | manipulator | PSNR plain | PSNR masked | bias plain | bias masked | slope |")

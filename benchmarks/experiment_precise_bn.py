@@ -37,10 +37,7 @@ def evaluate(model, ds: dict) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["rec_n2v", "rec_n2v2"])
-    ap.add_argument("--datasets", nargs="+", default=["natural"], choices=qd.DATASETS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--models", default=str(qd.RUNS_DIR / "models"), help="folder of the model folders")
+    qd.add_model_selection_args(ap, dataset="natural")
     args = ap.parse_args()
 
     from n2v_tf.config import normalize

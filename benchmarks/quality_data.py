@@ -526,6 +526,15 @@ def run_name(tool: str, variant: str, dataset: str, seed: int) -> str:
     return f"{tool}_{variant}_{dataset}_seed{int(seed)}"
 
 
+def add_model_selection_args(ap, dataset: str = "natural") -> None:
+    """The ``--variants``, ``--datasets``, ``--seeds`` and ``--models`` options of the scripts that evaluate the
+    protocol's trained model folders with :func:`trained_models`."""
+    ap.add_argument("--variants", nargs="+", default=["rec_n2v", "rec_n2v2"])
+    ap.add_argument("--datasets", nargs="+", default=[dataset], choices=DATASETS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--models", default=str(RUNS_DIR / "models"), help="folder of the model folders")
+
+
 def trained_models(datasets, variants, seeds, models_dir):
     """Yield ``(ds, variant, seed, model)`` for every n2v_tf model folder the protocol left in ``models_dir``.
 
