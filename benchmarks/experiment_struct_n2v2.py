@@ -48,10 +48,13 @@ VARIANTS = {
     "sn2v_n2v2_local": ("n2v2", dict(n2v_struct_replacement="local")),
     "sn2v_local_p15": ("structn2v", dict(n2v_struct_replacement="local", n2v_perc_pix=1.5)),  # N2V's 1.5 % masked
     "sn2v_n2v2_local_p15": ("n2v2", dict(n2v_struct_replacement="local", n2v_perc_pix=1.5)),
+    # the presets as they are now: local replacement and the output calibration after training
+    "sn2v_cal": ("structn2v", dict(n2v_struct_replacement="local", train_calibrate_output=True)),
+    "sn2v_n2v2_cal": ("n2v2", dict(n2v_struct_replacement="local", train_calibrate_output=True)),
 }
-#: every variant hides with the whole-patch replacement unless it says otherwise (the library's default until
-#: 2026-12-05, with which the rows above were measured)
-BASE = dict(n2v_struct_replacement="patch")
+#: every variant hides with the whole-patch replacement and skips the output calibration unless it says otherwise
+#: (the library's defaults until 2026-12-05, with which the rows above were measured)
+BASE = dict(n2v_struct_replacement="patch", train_calibrate_output=False)
 OUT = bs.RUNS_DIR / "struct_n2v2.jsonl"
 
 
