@@ -43,13 +43,32 @@ def calibrate(model, X_val: np.ndarray) -> tuple[float, float]:
     return model.output_calibration["gain"][0], model.output_calibration["offset"][0]
 
 
+def per_image(model, noisy: np.ndarray, pred: np.ndarray, axes: str, draws: int, seed: int) -> np.ndarray:
+    """``pred`` calibrated on the blind spots of ``noisy`` itself: ``draws`` maskings of the image with the model's
+    masking, each predicted whole, and the least-squares gain and offset of the noisy pixels on those predictions."""
+    from n2v_tf.masking import mask_batch
+
+    rng = np.random.default_rng(seed)
+    f, t = [], []
+    for _ in range(draws):
+        masked, y = mask_batch(noisy[None, ..., None], rng=rng, **model._masking())
+        at = y[0, ..., 1] > 0
+        f.append(model.predict(masked[0, ..., 0], axes)[at])
+        t.append(noisy[at])
+    a, b = np.polyfit(np.concatenate(f).astype(np.float64), np.concatenate(t).astype(np.float64), 1)
+    return a * pred + b
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     qd.add_model_selection_args(ap, dataset="fluo3d")
+    ap.add_argument("--per-image", type=int, default=0, metavar="K",
+                    help="also calibrate each test prediction on K maskings of its own noisy image (column 'per image')")
     args = ap.parse_args()
 
-    print("| dataset | variant | seed | gain | offset | PSNR | calibrated | oracle |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dataset | variant | seed | gain | offset | PSNR | calibrated | oracle |"
+          + (" per image |" if args.per_image else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.per_image else ""))
     for ds, variant, seed, model in qd.trained_models(args.datasets, args.variants, args.seeds, args.models):
         axes = qd.spatial_axes(ds)
         plain = [model.predict(img, axes) for img in ds["test_noisy"]]
@@ -59,9 +78,12 @@ def main() -> None:
         for p, cl in zip(plain, ds["test_clean"]):
             ao, bo = np.polyfit(p.ravel().astype(np.float64), cl.ravel().astype(np.float64), 1)
             oracle.append(ao * p + bo)
-        psnr = [qd.evaluate(ds, preds)["psnr"] for preds in (plain, calibrated, oracle)]
-        print(f"| {ds['name']} | {variant} | {seed} | {a:.4f} | {b:+.4f} | {psnr[0]:.2f} | {psnr[1]:.2f} | "
-              f"{psnr[2]:.2f} |", flush=True)
+        runs = [plain, calibrated, oracle]
+        if args.per_image:
+            runs.append([per_image(model, nz, p, axes, args.per_image, 7) for nz, p in zip(ds["test_noisy"], calibrated)])
+        psnr = [qd.evaluate(ds, preds)["psnr"] for preds in runs]
+        print(f"| {ds['name']} | {variant} | {seed} | {a:.4f} | {b:+.4f} | "
+              + " | ".join(f"{v:.2f}" for v in psnr) + " |", flush=True)
 
 
 if __name__ == "__main__":

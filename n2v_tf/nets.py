@@ -27,7 +27,9 @@ __all__ = [
     "calibrate_output",
     "config_receptive_field",
     "fold_batch_norm",
+    "gain_offset",
     "load_weights_h5",
+    "masked_fit_sums",
     "receptive_field_radius",
     "recalibrate_batch_norm",
     "resolve_mixed_precision",
@@ -639,6 +641,28 @@ def _output_heads(model: keras.Model) -> list[layers.Layer]:
     return heads
 
 
+def masked_fit_sums(f: np.ndarray, t: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``[n, sum f, sum t, sum f^2, sum f t]`` per channel (last axis) over the pixels where ``mask`` is set: the
+    sums of a least-squares fit ``t ~ gain * f + offset`` (float64; sums of several batches add up)."""
+    f, t, m = np.asarray(f, np.float64), np.asarray(t, np.float64), np.asarray(mask) > 0
+    axes = tuple(range(m.ndim - 1))
+    return np.stack([m.sum(axes), (f * m).sum(axes), (t * m).sum(axes), (f * f * m).sum(axes), (f * t * m).sum(axes)])
+
+
+def gain_offset(sums: np.ndarray, min_pixels: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares gains and offsets per channel from :func:`masked_fit_sums`; :class:`ValueError` for a channel
+    with fewer than ``min_pixels`` pixels or a constant ``f``."""
+    n, sf, st, sff, sft = sums
+    var = n * sff - sf ** 2
+    bad = [c for c in range(len(n)) if n[c] < min_pixels or not var[c] > 1e-12 * max(n[c] ** 2, 1)]
+    if bad:
+        found = "; ".join(f"channel {c}: {int(n[c])} masked pixel(s)" for c in bad)
+        raise ValueError(f"no gain and offset can be fitted ({found}; at least {min_pixels} needed, with a prediction "
+                         "that is not constant there)")
+    gains = (n * sft - sf * st) / var
+    return gains, (st - gains * sf) / n
+
+
 def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, residual: bool = False,
                      min_pixels: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Fit a gain and an offset per channel of a blind-spot network's output on masked data and fold them in.
@@ -692,25 +716,18 @@ def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, re
     if k * n_channel != int(model.output.shape[-1]):
         raise ValueError(f"calibrate_output: n_out_per_channel={k} does not fit {n_channel} input and "
                          f"{int(model.output.shape[-1])} output channels")
-    sums = np.zeros((5, n_channel))  # n, sum f, sum t, sum f^2, sum f t per channel
+    sums = np.zeros((5, n_channel))
     for x, y in batches:
         x = np.asarray(x, np.float32)
         z = probe(x, training=False)
         z = np.concatenate([np.asarray(v) for v in (z if isinstance(z, (list, tuple)) else [z])], axis=-1)
-        f = z.reshape(z.shape[:-1] + (n_channel, k)).mean(-1).astype(np.float64)
+        f = z.reshape(z.shape[:-1] + (n_channel, k)).mean(-1)
         t = np.asarray(y[..., :n_channel], np.float64) - (x if residual else 0)
-        m = np.asarray(y[..., n_channel:2 * n_channel]) > 0
-        axes = tuple(range(m.ndim - 1))
-        sums += [m.sum(axes), (f * m).sum(axes), (t * m).sum(axes), (f * f * m).sum(axes), (f * t * m).sum(axes)]
-    n, sf, st, sff, sft = sums
-    var = n * sff - sf ** 2
-    bad = [c for c in range(n_channel) if n[c] < min_pixels or not var[c] > 1e-12 * max(n[c] ** 2, 1)]
-    if bad:
-        found = "; ".join(f"channel {c}: {int(n[c])} masked pixel(s)" for c in bad)
-        raise ValueError(f"calibrate_output: no gain and offset can be fitted ({found}; at least {min_pixels} needed, "
-                         "with a prediction that is not constant there)")
-    gains = (n * sft - sf * st) / var
-    offsets = (st - gains * sf) / n
+        sums += masked_fit_sums(f, t, y[..., n_channel:2 * n_channel])
+    try:
+        gains, offsets = gain_offset(sums, min_pixels)
+    except ValueError as e:
+        raise ValueError(f"calibrate_output: {e}") from None
     start = 0
     for head in heads:
         kernel, bias = head.get_weights()

@@ -142,6 +142,8 @@ def test_pn2v_model_folder_keeps_its_noise_model(tmp_path):
     head = model.keras_model.get_layer("channel_0final")
     assert head.filters == 8
     before = model.predict(noisy, "YX")
+    with pytest.raises(ValueError, match="calibrate is for N2V models"):
+        model.predict(noisy, "YX", calibrate=2)
     again = N2V(None, "pn", basedir=str(tmp_path))
     assert isinstance(again.noise_model, GaussianMixtureNoiseModel)
     np.testing.assert_allclose(again.predict(noisy, "YX"), before, atol=1e-4 * np.ptp(before))

@@ -327,7 +327,8 @@ def test_calibrate_output_refuses_too_few_pixels_and_foreign_networks():
     net = build_unet(n_dim=2, n_first=4, n_depth=1, kern_size=3)
     weights = [w.copy() for w in net.get_weights()]
     xm, y = _masked_batches(rng, (16, 16), n_batches=1, perc=1.0)[0]
-    with pytest.raises(ValueError, match=r"channel 0: \d masked pixel\(s\); at least 100 needed"):
+    with pytest.raises(ValueError, match=r"calibrate_output: no gain and offset.*channel 0: \d masked pixel\(s\); "
+                                         r"at least 100 needed"):
         nets.calibrate_output(net, [(xm, y)])
     for a, b in zip(weights, net.get_weights()):
         np.testing.assert_array_equal(a, b)  # nothing changed
@@ -395,3 +396,35 @@ def test_training_warns_when_the_fitted_gain_is_far_from_one(monkeypatch):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="train_calibrate_output")
         model.train(X[:3], X[3:], verbose=0, seed=0)
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_predict_calibrates_on_the_blind_spots_of_the_image_itself(n_dim):
+    """``predict(calibrate=K)`` equals the plain prediction mapped by the least-squares gain and offset of the noisy
+    image on the predictions of K masked copies at their blind spots (NumPy reference), tiled or not."""
+    from n2v_tf.masking import mask_batch
+    shape = (16, 32, 32) if n_dim == 3 else (64, 64)
+    X = np.stack([smooth_image(shape, seed=s)[1] for s in range(3)])[..., None]
+    model = N2V(tiny_config(X, n2v_perc_pix=5.0), None, basedir=None)
+    random_batch_norm(model.keras_model, np.random.default_rng(2))
+    img = X[0, ..., 0]
+    axes = "ZYX" if n_dim == 3 else "YX"
+    plain = model.predict(img, axes)
+    rng = np.random.default_rng(0)
+    f, t = [], []
+    for _ in range(3):
+        masked, y = mask_batch(img[None, ..., None], rng=rng, **model._masking())
+        at = y[0, ..., 1] > 0
+        f.append(model.predict(masked[0, ..., 0], axes)[at])
+        t.append(img[at])
+    a, b = np.polyfit(np.concatenate(f).astype(np.float64), np.concatenate(t).astype(np.float64), 1)
+    assert abs(a - 1) > 1e-2  # an untrained network: the fit changes the prediction
+    expected = a * plain + b
+    tol = 1e-4 * float(np.ptp(expected))
+    np.testing.assert_allclose(model.predict(img, axes, calibrate=3), expected, atol=tol)
+    np.testing.assert_allclose(model.predict(img, axes, n_tiles=(2,) * n_dim, calibrate=3), expected, atol=tol)
+    stack = model.predict(X[:2, ..., 0], "S" + axes, calibrate=3)  # each image of a stack on its own
+    np.testing.assert_allclose(stack[0], expected, atol=tol)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="calibrate must be a number of mask draws"):
+            model.predict(img, axes, calibrate=bad)
