@@ -374,7 +374,7 @@ def _output_path(outdir: Path, f: Path) -> Path:
 
 def _predict_extra(model, args: argparse.Namespace) -> dict:
     """The extra keywords of ``predict`` (checked): ``pn2v_output`` for PN2V models (says what is written),
-    ``match_mean`` for ``--match-mean``; {} otherwise."""
+    ``match_mean`` for ``--match-mean``, ``calibrate`` for ``--calibrate K``; {} otherwise."""
     c = model.config
     extra = {}
     if c.probabilistic:
@@ -392,6 +392,13 @@ def _predict_extra(model, args: argparse.Namespace) -> dict:
             raise CLIError(f"--match-mean is for N2V models; '{args.name}' is a PN2V model (its MMSE estimate is not "
                            "an expectation of the noisy pixels): predict without it")
         extra["match_mean"] = True
+    if args.calibrate:
+        if c.probabilistic:
+            raise CLIError(f"--calibrate is for N2V models; '{args.name}' is a PN2V model (its MMSE estimate uses the "
+                           "pixel itself): predict without it")
+        if args.calibrate < 0:
+            raise CLIError(f"--calibrate must be a number of mask draws >= 1, got {args.calibrate}")
+        extra["calibrate"] = args.calibrate
     return extra
 
 
@@ -794,6 +801,9 @@ def cmd_predict_large(args: argparse.Namespace) -> int:
     if args.match_mean and not all(per_file):
         raise CLIError("--match-mean needs each whole image in memory: predict TIFF/PNG files to an output folder "
                        "(without --blocks or Zarr), or drop --match-mean for block-wise prediction")
+    if args.calibrate and not all(per_file):
+        raise CLIError("--calibrate needs each whole image in memory: predict TIFF/PNG files to an output folder "
+                       "(without --blocks or Zarr), or drop --calibrate for block-wise prediction")
     if c.probabilistic and args.pn2v_output == "prior_mean" and not all(per_file):
         raise CLIError("--pn2v-output prior_mean: block-wise and Zarr prediction write the MMSE estimate; predict "
                        "TIFF files to an output folder (without --blocks) for the prior mean")
@@ -1523,6 +1533,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-mean", action="store_true",
                    help="N2V models: shift each image's prediction (per channel) to the mean of the input, removing "
                         "a global offset of the network (in-memory prediction only)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="K",
+                   help="N2V models: correct each image's prediction (per channel) by the gain and offset fitted on "
+                        "K maskings of its own blind spots, at the cost of K more predictions; 8 suit a 512x512 "
+                        "image (in-memory prediction only)")
     p.add_argument("--dtype", choices=("float32", "input"), default="float32",
                    help="pixel type of the outputs: float32, or that of each input (integers rounded and clipped to "
                         "the type's range)")

@@ -164,3 +164,17 @@ def test_match_mean_in_memory_and_refused_blockwise(tmp_path, model_and_tif, cap
     assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out.zarr", "--match-mean") == 2
     assert "--match-mean needs each whole image in memory" in _error_line(capsys)
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_calibrate_in_memory_and_refused_blockwise(tmp_path, model_and_tif, capsys):
+    """``--calibrate K`` writes ``predict(..., calibrate=K)``; block-wise prediction refuses it."""
+    model, img, plain = model_and_tif
+    out = tmp_path / "den"
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", out, "--calibrate", "2") == 0
+    got = tifffile.imread(out / "big_n2v.tif")
+    _close(got, model.predict(img, "YX", calibrate=2))
+    assert np.abs(got - plain).max() > 1e-3 * np.ptp(plain)  # the calibration changed the prediction
+    capsys.readouterr()
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out.zarr", "--calibrate", "2") == 2
+    assert "--calibrate needs each whole image in memory" in _error_line(capsys)
+    assert not (tmp_path / "out.zarr").exists()
