@@ -944,8 +944,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     save_side_by_side(png, [noisy, denoised, clean], clean)
     print(f"Training took {seconds:.0f} s.")
     if model.output_calibration is not None:
-        print(f"Output calibrated on the validation data's blind spots: gain {model.output_calibration['gain'][0]:.4f}, "
-              f"offset {model.output_calibration['offset'][0]:+.4f} (normalised units)")
+        gain, offset = model.output_calibration["gain"][0], model.output_calibration["offset"][0]
+        print(f"Output calibrated on the validation data's blind spots: gain {gain:.4f}, offset {offset:+.4f} "
+              "(normalised units)")
     print(f"PSNR input (noisy):     {p_in:.2f} dB")
     print(f"PSNR output (denoised): {p_out:.2f} dB with the last weights (best-validation checkpoint: {p_best:.2f};"
           " the validation set of one image is too small to choose a checkpoint)")

@@ -274,12 +274,12 @@ class N2VConfig(argparse.Namespace):
         the mean of the samples, applied to every sample). The blind-spot prediction never sees its pixel's noise,
         so for pixel-wise independent, zero-mean noise this fit minimises the error against the *clean* signal: it
         undoes the shrinkage towards the mean and the offset that a short or unlucky training leaves (measured on
-        the quality protocol's trained models: gains 0.98-1.07, from -0.07 to +0.37 dB per model, N2V2 +0.18 dB on
-        average on *natural*, the seed spreads of 3D N2V2 and PN2V halved or less; ``benchmarks/README.md``, issue
-        15, sixth session). Costs a few predictions of the validation patches. Needs
-        ``unet_last_activation='linear'``. Default ``True`` for new configs; ``False`` in ``config.json`` files
-        without the field (n2v 0.3.x, older n2v_tf) and in the ``'n2v-0.3'`` preset. Changes training only: saved
-        weights predict as they were saved.
+        the quality protocol's trained models: gains 0.98-1.07, from -0.07 to +0.37 dB per model, +0.01 to +0.13
+        dB on average per method and dataset, the seed spreads of 3D N2V2 and PN2V halved or less;
+        ``benchmarks/README.md``, issue 15, sixth session). Costs a few predictions of the validation patches (7-13 s
+        on the protocol's data on a 2-core CPU). Needs ``unet_last_activation='linear'``. Default ``True`` for new
+        configs; ``False`` in ``config.json`` files without the field (n2v 0.3.x, older n2v_tf) and in the
+        ``'n2v-0.3'`` preset. Changes training only: saved weights predict as they were saved.
     train_augment : bool
         Draw every training patch in a random one of the 8 orientations of its YX plane (90-degree rotations and
         flips; patches with a non-square YX plane take the 4 that keep their shape), on the fly, so the data in
