@@ -54,8 +54,8 @@ NAN_POLICIES = ("raise", "fill")
 #: Batches of training patches whose batch statistics become the moving statistics of the batch normalisations
 #: after training (``N2VConfig.train_recalibrate_bn``; at most as many batches as the training ran).
 BN_RECALIBRATION_BATCHES = 100
-#: Blind-spot pixels per channel that the output calibration after training fits (``N2VConfig.train_calibrate_output``):
-#: the validation patches are masked anew until about this many are reached, in at most
+#: Blind-spot pixels per channel that the output calibration after training fits
+#: (``N2VConfig.train_calibrate_output``): the validation patches are masked anew until about this many are reached, in at most
 #: :data:`CALIBRATION_MAX_DRAWS` draws (the standard error of the fitted gain falls as one over the square root).
 CALIBRATION_PIXELS = 100_000
 CALIBRATION_MAX_DRAWS = 32
@@ -870,8 +870,8 @@ class N2V(CARE):
         ``benchmarks/README.md`` (issue 15, sixth session), 8 draws: on the natural-image set, whose test images
         differ from the training images, +0.14 to +0.72 dB per model (within 0.02 dB of the gain and offset fitted
         with the clean image); on the 3D fluorescence set +0.00 to +0.16 dB; on a 512x128 fluorescence image (about
-        8 000 blind spots in 8 draws, too few for a precise fit) -0.05 dB. Choose ``calibrate`` so that the draws give
-        some 30 000 blind spots or more.
+        8 000 blind spots in 8 draws, too few for a precise fit) 0.00 or -0.05 dB, depending on the draws. Choose
+        ``calibrate`` so that the draws give some 30 000 blind spots or more.
         """
         c = self.config
         img = np.asarray(img)
