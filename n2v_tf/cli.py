@@ -368,6 +368,19 @@ def load_model(model_dir: str, name: str):
         raise CLIError(f"cannot load model '{folder}': {e}") from None
 
 
+def _draws(text: str) -> int | str:
+    """``--calibrate``: a number of mask draws >= 0 or ``'auto'``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of mask draws >= 0 or 'auto', got {text!r}")
+    return value
+
+
 def _output_path(outdir: Path, f: Path) -> Path:
     return outdir / (f.stem + "_n2v.tif")
 
@@ -396,9 +409,13 @@ def _predict_extra(model, args: argparse.Namespace) -> dict:
         if c.probabilistic:
             raise CLIError(f"--calibrate is for N2V models; '{args.name}' is a PN2V model (its MMSE estimate uses the "
                            "pixel itself): predict without it")
-        if args.calibrate < 0:
-            raise CLIError(f"--calibrate must be a number of mask draws >= 1, got {args.calibrate}")
         extra["calibrate"] = args.calibrate
+    if args.calibrate_bins is not None:
+        if not args.calibrate:
+            raise CLIError(f"--calibrate-bins {args.calibrate_bins} needs --calibrate K (or --calibrate auto)")
+        if args.calibrate_bins < 1:
+            raise CLIError(f"--calibrate-bins must be a number of curve segments >= 1, got {args.calibrate_bins}")
+        extra["calibrate_bins"] = args.calibrate_bins
     return extra
 
 
@@ -935,6 +952,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # (benchmarks/README.md, "Why the demo depended on the seed"). New configs keep the final weights
     # (train_restore_best=False); the best-validation checkpoint is scored for comparison.
     denoised = model.predict(noisy, "YX")
+    p_cal = psnr(clean, model.predict(noisy, "YX", calibrate="auto"))
     model.load_weights(config.train_checkpoint)
     p_best = psnr(clean, model.predict(noisy, "YX"))
     model.load_weights(config.train_checkpoint_last)
@@ -950,6 +968,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"PSNR input (noisy):     {p_in:.2f} dB")
     print(f"PSNR output (denoised): {p_out:.2f} dB with the last weights (best-validation checkpoint: {p_best:.2f};"
           " the validation set of one image is too small to choose a checkpoint)")
+    print(f"PSNR calibrated to the image (predict(..., calibrate='auto'), not written): {p_cal:.2f} dB")
     print(f"Wrote '{tif}' and '{png}' (noisy | denoised | clean); model in '{outdir / 'models' / 'n2v2_demo'}'.")
     return 0
 
@@ -1534,10 +1553,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-mean", action="store_true",
                    help="N2V models: shift each image's prediction (per channel) to the mean of the input, removing "
                         "a global offset of the network (in-memory prediction only)")
-    p.add_argument("--calibrate", type=int, default=0, metavar="K",
-                   help="N2V models: correct each image's prediction (per channel) by the gain and offset fitted on "
-                        "K maskings of its own blind spots, at the cost of K more predictions; 8 suit a 512x512 "
-                        "image (in-memory prediction only)")
+    p.add_argument("--calibrate", type=_draws, default=0, metavar="K",
+                   help="N2V models: map each image's prediction (per channel) through the intensity curve fitted on "
+                        "K maskings of its own blind spots, at the cost of K more predictions; 'auto': enough draws "
+                        "for 30 000 blind spots (8 for a 512x512 image; in-memory prediction only)")
+    p.add_argument("--calibrate-bins", type=int, default=None, metavar="N",
+                   help="segments of that curve (default: one per 4000 blind spots, at most 16; 1: a gain and an "
+                        "offset only)")
     p.add_argument("--dtype", choices=("float32", "input"), default="float32",
                    help="pixel type of the outputs: float32, or that of each input (integers rounded and clipped to "
                         "the type's range)")

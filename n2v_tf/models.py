@@ -35,8 +35,8 @@ from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size, mask_batch
-from .nets import (build_unet, calibrate_output, config_receptive_field, fold_batch_norm, gain_offset,
-                   load_weights_h5, masked_fit_sums, recalibrate_batch_norm, resolve_mixed_precision,
+from .nets import (apply_curve, build_unet, calibrate_output, config_receptive_field, fit_curve, fold_batch_norm,
+                   load_weights_h5, recalibrate_batch_norm, resolve_mixed_precision,
                    use_fused_batch_norm)
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
@@ -61,6 +61,14 @@ CALIBRATION_PIXELS = 100_000
 CALIBRATION_MAX_DRAWS = 32
 #: Pixels per network call of that calibration (several small patches, or several draws of them, per call).
 CALIBRATION_CHUNK = 2 ** 20
+#: ``predict(..., calibrate='auto')``: the image is masked anew until every channel has this many blind spots, in at
+#: most :data:`CALIBRATION_IMAGE_MAX_DRAWS` draws (8 draws of a 512x512 image at 1.5 % masked pixels).
+CALIBRATION_IMAGE_PIXELS = 30_000
+CALIBRATION_IMAGE_MAX_DRAWS = 16
+#: ``predict(..., calibrate=...)`` without ``calibrate_bins``: one segment of the fitted curve per this many blind
+#: spots of a channel, at least 1 (a gain and an offset) and at most :data:`CALIBRATION_MAX_BINS`.
+CALIBRATION_PIXELS_PER_BIN = 4000
+CALIBRATION_MAX_BINS = 16
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -803,7 +811,8 @@ class N2V(CARE):
 
     def predict(self, img: np.ndarray, axes: str, resizer: Resizer = _DEFAULT_RESIZER,
                 n_tiles: Sequence[int] | None = None, tta: bool = False, *, pn2v_output: str = "mmse",
-                nan_policy: str = "raise", match_mean: bool = False, calibrate: int = 0) -> np.ndarray:
+                nan_policy: str = "raise", match_mean: bool = False, calibrate: int | str = 0,
+                calibrate_bins: int | None = None) -> np.ndarray:
         """Denoise a raw (not normalised) image.
 
         Parameters
@@ -831,14 +840,19 @@ class N2V(CARE):
             its mean equals the mean of the input's channel (finite pixels). Removes a global offset that a network
             can pick up on images unlike its training data; see Notes. Needs the whole image: not available in
             block-wise prediction.
-        calibrate : int
+        calibrate : int or 'auto'
             N2V models only: if > 0, mask the image this many times with the model's own masking, predict each masked
-            copy, and correct the prediction of each channel (of each ``S``/``T`` entry on its own) by the gain and
-            offset that best map the predictions at the blind spots onto the noisy pixels there (least squares), as
-            training does on the validation data (``config.train_calibrate_output``), but fitted to this image. Costs
-            ``calibrate`` further predictions (no ``tta`` for them); 4-8 suffice for a 512x512 image at 1.5 % masked
-            pixels. See Notes.
-            Needs the whole image: not available in block-wise prediction.
+            copy, and map the prediction of each channel (of each ``S``/``T`` entry on its own) through the curve that
+            best maps the predictions at the blind spots onto the noisy pixels there (least squares; a continuous
+            piecewise-linear curve, :func:`n2v_tf.nets.fit_curve`). ``'auto'``: as many draws as give
+            :data:`CALIBRATION_IMAGE_PIXELS` blind spots per channel, at most :data:`CALIBRATION_IMAGE_MAX_DRAWS`
+            (8 for a 512x512 image at 1.5 % masked pixels, 1 from 2 megapixels on). Costs that many further
+            predictions (no ``tta`` for them). Needs the whole image: not available in block-wise prediction. See
+            Notes.
+        calibrate_bins : int, optional
+            Segments of that curve; default: one per :data:`CALIBRATION_PIXELS_PER_BIN` blind spots of the channel,
+            from 1 to :data:`CALIBRATION_MAX_BINS`. ``1``: a gain and an offset only (a straight line), what training
+            fits on the validation data (``config.train_calibrate_output``).
 
         Returns
         -------
@@ -863,25 +877,28 @@ class N2V(CARE):
         on the two test images varied between seeds by up to 2 grey levels of 255), no change on fluorescence.
         PN2V's MMSE estimate is not such an expectation, so PN2V models refuse the option.
 
-        ``calibrate`` goes further: at a blind spot the prediction has not seen the pixel's noise, so for zero-mean
-        noise that is independent between pixels the gain and offset fitted to the noisy pixels are those that fit
-        the clean image best (see :func:`n2v_tf.nets.calibrate_output`). Fitted to the image being denoised, they
-        also correct what a network does differently on an image unlike its training data. Measured in
-        ``benchmarks/README.md`` (issue 15, sixth session), 8 draws: on the natural-image set, whose test images
-        differ from the training images, +0.14 to +0.72 dB per model (within 0.02 dB of the gain and offset fitted
-        with the clean image); on the 3D fluorescence set +0.00 to +0.16 dB; on a 512x128 fluorescence image (about
-        8 000 blind spots in 8 draws, too few for a precise fit) 0.00 or -0.05 dB, depending on the draws. Choose
-        ``calibrate`` so that the draws give some 30 000 blind spots or more.
+        ``calibrate`` goes further: at a blind spot the prediction ``f`` has not seen the pixel's noise, so for
+        zero-mean noise that is independent between pixels any function ``g`` fitted to the noisy pixels,
+        ``E[(noisy - g(f))^2] = E[(clean - g(f))^2] + var(noise)``, is fitted to the clean image (see
+        :func:`n2v_tf.nets.calibrate_output`); the best such ``g`` is ``E[clean | f]``, which the curve estimates.
+        Fitted to the image being denoised, it corrects how a network maps intensities on an image unlike its
+        training data (a tone curve that depends on the training images and the seed). Measured in
+        ``benchmarks/README.md`` (issue 15, seventh session), 8 draws: on the natural-image set, whose test images
+        differ from the training images, +0.3 to +1.6 dB per model over the plain prediction and +0.3 to +0.8 dB
+        over a straight line, and the seed spread falls from 0.7-1.0 to 0.2-0.3 dB; on the 3D fluorescence set
+        +0.03 to +0.36 dB; on a 512x128 fluorescence image (about 8 000 blind spots, 8 segments) within 0.02 dB.
         """
         c = self.config
         img = np.asarray(img)
-        axes, n_tiles = self._check_predict_args(img, axes, n_tiles, nan_policy, match_mean, calibrate)
+        axes, n_tiles = self._check_predict_args(img, axes, n_tiles, nan_policy, match_mean, calibrate,
+                                                 calibrate_bins)
         sample = next((a for a in "ST" if a in axes), None)
         if sample is not None:  # images one by one
             i = axes.index(sample)
             sub_tiles = None if n_tiles is None else n_tiles[:i] + n_tiles[i + 1:]
             out = [self.predict(im, axes.replace(sample, ""), resizer, sub_tiles, tta, pn2v_output=pn2v_output,
-                                nan_policy=nan_policy, match_mean=match_mean, calibrate=calibrate)
+                                nan_policy=nan_policy, match_mean=match_mean, calibrate=calibrate,
+                                calibrate_bins=calibrate_bins)
                    for im in np.moveaxis(img, i, 0)]
             return np.moveaxis(np.stack(out), 0, i)
         n_ch = img.shape[axes.index("C")] if "C" in axes else 1
@@ -904,7 +921,7 @@ class N2V(CARE):
         net = self._inference(pn2v_output, means, stds)
         pred = self._predict_tiles(x, net_axes, n_tiles, tta, resizer, net)
         if calibrate:
-            pred = self._calibrate_to_image(x, pred, int(calibrate), lambda xm: self._predict_tiles(
+            pred = self._calibrate_to_image(x, pred, calibrate, calibrate_bins, lambda xm: self._predict_tiles(
                 xm, net_axes, n_tiles, False, resizer, net))
         pred = denormalize(pred, means, stds)
         if match_mean:
@@ -913,23 +930,37 @@ class N2V(CARE):
             pred[bad] = np.nan
         return np.moveaxis(pred, -1, axes.index("C")) if "C" in axes else pred[..., 0]
 
-    def _calibrate_to_image(self, x: np.ndarray, pred: np.ndarray, draws: int, predict) -> np.ndarray:
-        """``predict(..., calibrate=draws)``: ``pred`` of the normalised image ``x`` (``(*spatial, C)``) corrected per
-        channel by the least-squares gain and offset of ``x`` on ``predict(masked x)`` at the blind spots of
-        ``draws`` maskings (fixed seed, so a call is reproducible)."""
+    def _calibrate_to_image(self, x: np.ndarray, pred: np.ndarray, draws: int | str, bins: int | None,
+                            predict) -> np.ndarray:
+        """``predict(..., calibrate=draws, calibrate_bins=bins)``: ``pred`` of the normalised image ``x``
+        (``(*spatial, C)``) mapped per channel through the least-squares curve of ``x`` on ``predict(masked x)`` at
+        the blind spots of the maskings (fixed seed, so a call is reproducible)."""
         rng = np.random.default_rng(0)
-        sums = np.zeros((5, x.shape[-1]))
-        for _ in range(draws):
+        n_ch = x.shape[-1]
+        f, t = [[] for _ in range(n_ch)], [[] for _ in range(n_ch)]
+        for _ in range(CALIBRATION_IMAGE_MAX_DRAWS if draws == "auto" else int(draws)):
             masked, y = mask_batch(x[np.newaxis], rng=rng, **self._masking())
-            sums += masked_fit_sums(predict(masked[0]), x, y[0, ..., x.shape[-1]:])
-        try:
-            gains, offsets = gain_offset(sums)
-        except ValueError as e:
-            raise ValueError(f"calibrate={draws}: {e}; use more draws or a larger image") from None
-        return (pred * gains + offsets).astype(np.float32)
+            fm, at = predict(masked[0]), y[0, ..., n_ch:] > 0
+            for ch in range(n_ch):
+                f[ch].append(fm[..., ch][at[..., ch]])
+                t[ch].append(x[..., ch][at[..., ch]])
+            if draws == "auto" and min(sum(len(v) for v in fc) for fc in f) >= CALIBRATION_IMAGE_PIXELS:
+                break
+        out = np.empty_like(pred, dtype=np.float32)
+        for ch in range(n_ch):
+            fc, tc = np.concatenate(f[ch]), np.concatenate(t[ch])
+            n_bins = bins or int(np.clip(len(fc) // CALIBRATION_PIXELS_PER_BIN, 1, CALIBRATION_MAX_BINS))
+            try:
+                knots, values = fit_curve(fc, tc, n_bins)
+            except ValueError as e:
+                raise ValueError(f"calibrate={draws!r}, channel {ch}: {e}; use more draws, fewer calibrate_bins or a "
+                                 "larger image") from None
+            out[..., ch] = apply_curve(pred[..., ch], knots, values)
+        return out
 
     def _check_predict_args(self, img: np.ndarray, axes: str, n_tiles, nan_policy: str, match_mean: bool = False,
-                            calibrate: int = 0) -> tuple[str, tuple[int, ...] | None]:
+                            calibrate: int | str = 0,
+                            calibrate_bins: int | None = None) -> tuple[str, tuple[int, ...] | None]:
         """Normalised axes and ``n_tiles`` of a ``predict`` call, or a ValueError that says what does not fit."""
         c = self.config
         axes = axes_check_and_normalize(axes, img.ndim)
@@ -944,8 +975,15 @@ class N2V(CARE):
         if match_mean and c.probabilistic:
             raise ValueError("match_mean=True is for N2V models, whose prediction estimates E[x | neighbourhood]; "
                              "this is a PN2V model (its MMSE estimate also uses the pixel itself): predict without it")
-        if not isinstance(calibrate, (int, np.integer)) or isinstance(calibrate, bool) or calibrate < 0:
-            raise ValueError(f"calibrate must be a number of mask draws >= 0 (0: off), got {calibrate!r}")
+        if calibrate != "auto" and (not isinstance(calibrate, (int, np.integer)) or isinstance(calibrate, bool)
+                                    or calibrate < 0):
+            raise ValueError(f"calibrate must be a number of mask draws >= 0 (0: off) or 'auto', got {calibrate!r}")
+        if calibrate_bins is not None:
+            if not isinstance(calibrate_bins, (int, np.integer)) or isinstance(calibrate_bins, bool) or calibrate_bins < 1:
+                raise ValueError(f"calibrate_bins must be a number of curve segments >= 1 (1: a gain and an offset) "
+                                 f"or None (from the number of blind spots), got {calibrate_bins!r}")
+            if not calibrate:
+                raise ValueError(f"calibrate_bins={calibrate_bins} needs calibrate (a number of mask draws or 'auto')")
         if calibrate and c.probabilistic:
             raise ValueError("calibrate is for N2V models, whose prediction at a blind spot does not see the pixel; "
                              "this is a PN2V model (its MMSE estimate uses the pixel itself): predict without it")

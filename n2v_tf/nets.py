@@ -24,8 +24,10 @@ __all__ = [
     "build_n2v2_unet",
     "build_n2v_unet",
     "build_unet",
+    "apply_curve",
     "calibrate_output",
     "config_receptive_field",
+    "fit_curve",
     "fold_batch_norm",
     "gain_offset",
     "load_weights_h5",
@@ -661,6 +663,62 @@ def gain_offset(sums: np.ndarray, min_pixels: int = 2) -> tuple[np.ndarray, np.n
                          "that is not constant there)")
     gains = (n * sft - sf * st) / var
     return gains, (st - gains * sf) / n
+
+
+def fit_curve(f: np.ndarray, t: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares continuous piecewise-linear curve ``t ~ g(f)`` with knots at quantiles of ``f``.
+
+    Parameters
+    ----------
+    f, t : numpy.ndarray
+        Predictions and targets, one pair per pixel (any shape, flattened).
+    n_bins : int
+        Segments of the curve (>= 1): its ``n_bins + 1`` knots are the quantiles ``0, 1/n_bins, ..., 1`` of ``f``
+        (fewer where quantiles coincide). One segment is the straight least-squares line (:func:`gain_offset`).
+
+    Returns
+    -------
+    knots, values : numpy.ndarray
+        The curve passes through ``(knots[k], values[k])``; :func:`apply_curve` evaluates it.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two pixels per segment, or a constant ``f``.
+
+    Notes
+    -----
+    ``g`` is a sum of hat functions, one per knot, whose weights solve the (tridiagonal) normal equations; the
+    sums run over whole arrays (``numpy.bincount``), and each segment holds ``1 / n_bins`` of the pixels, so every
+    weight is determined. For a blind-spot prediction ``f`` (it has not seen the pixel's noise) and zero-mean noise
+    that is independent between pixels, the curve fitted to the noisy pixels estimates ``E[clean | f]``
+    (:func:`calibrate_output` fits the straight line; Batson & Royer 2019 for the argument).
+    """
+    f = np.asarray(f, np.float64).ravel()
+    t = np.asarray(t, np.float64).ravel()
+    if not (isinstance(n_bins, (int, np.integer)) and n_bins >= 1):
+        raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+    if f.size < 2 * int(n_bins) or not np.ptp(f) > 1e-12 * max(float(np.abs(f).max()), 1.0):
+        raise ValueError(f"no curve of {n_bins} segment(s) can be fitted to {f.size} pixel(s) (at least two per "
+                         "segment are needed, with a prediction that is not constant there)")
+    knots = np.unique(np.quantile(f, np.linspace(0.0, 1.0, int(n_bins) + 1)))
+    m = len(knots)
+    j = np.clip(np.searchsorted(knots, f, side="right") - 1, 0, m - 2)
+    w = (f - knots[j]) / (knots[j + 1] - knots[j])  # weight of the right knot; 1 - w of the left one
+    a = np.diag(np.bincount(j, (1 - w) ** 2, m) + np.bincount(j + 1, w ** 2, m))
+    off = np.bincount(j, (1 - w) * w, m - 1)
+    a += np.diag(off, 1) + np.diag(off, -1)
+    b = np.bincount(j, (1 - w) * t, m) + np.bincount(j + 1, w * t, m)
+    return knots, np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def apply_curve(x: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The piecewise-linear curve of :func:`fit_curve` at ``x`` (same shape, float32), continued beyond the first and
+    last knot along its end segments."""
+    x = np.asarray(x)
+    j = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
+    slope = np.diff(values) / np.diff(knots)
+    return (values[j] + (x - knots[j]) * slope[j]).astype(np.float32)
 
 
 def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, residual: bool = False,

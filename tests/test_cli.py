@@ -10,6 +10,7 @@ from PIL import Image
 
 from n2v_tf import N2V, cli
 from n2v_tf.cli import main
+from n2v_tf.qc import psnr
 
 TINY = ["--epochs", "1", "--steps", "2", "--batch-size", "2", "--n-first", "4", "--depth", "1", "--verbose", "0"]
 
@@ -233,7 +234,7 @@ def test_demo_quick(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     values = [float(v) for v in re.findall(r"PSNR [^\n]*?(-?\d+\.\d+) dB", out)]
-    assert len(values) == 2, out
+    assert len(values) == 3, out                        # input, output, output calibrated to the image
     assert 15 < values[0] < 30                          # the shipped noisy image: about 21.8 dB
     den = tifffile.imread(tmp_path / "demo" / "nuclei_n2v2.tif")
     assert den.shape == (256, 256) and den.dtype == np.float32
@@ -243,6 +244,9 @@ def test_demo_quick(tmp_path, capsys):
     model.load_weights("weights_last.h5")  # the demo's image is the last weights' prediction
     noisy = cli.load_demo_data()[0]
     np.testing.assert_allclose(den, model.predict(noisy, "YX"), atol=1e-5 * np.ptp(den))
+    clean = cli.load_demo_data()[1]
+    assert "PSNR calibrated to the image (predict(..., calibrate='auto'), not written)" in out
+    assert abs(values[2] - psnr(clean, model.predict(noisy, "YX", calibrate="auto"))) < 0.01
     with Image.open(tmp_path / "demo" / "nuclei_noisy_denoised_clean.png") as png:
         assert png.size[0] > 3 * 256 and png.size[1] == 256
 

@@ -167,7 +167,8 @@ def test_match_mean_in_memory_and_refused_blockwise(tmp_path, model_and_tif, cap
 
 
 def test_calibrate_in_memory_and_refused_blockwise(tmp_path, model_and_tif, capsys):
-    """``--calibrate K`` writes ``predict(..., calibrate=K)``; block-wise prediction refuses it."""
+    """``--calibrate K`` writes ``predict(..., calibrate=K)``, ``--calibrate auto --calibrate-bins N`` the same with
+    those arguments; block-wise prediction refuses it; bad values are refused with the option's name."""
     model, img, plain = model_and_tif
     out = tmp_path / "den"
     assert _predict(tmp_path, tmp_path / "big.tif", "--output", out, "--calibrate", "2") == 0
@@ -178,3 +179,15 @@ def test_calibrate_in_memory_and_refused_blockwise(tmp_path, model_and_tif, caps
     assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out.zarr", "--calibrate", "2") == 2
     assert "--calibrate needs each whole image in memory" in _error_line(capsys)
     assert not (tmp_path / "out.zarr").exists()
+    out2 = tmp_path / "den2"
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", out2, "--calibrate", "auto",
+                    "--calibrate-bins", "3") == 0
+    _close(tifffile.imread(out2 / "big_n2v.tif"), model.predict(img, "YX", calibrate="auto", calibrate_bins=3))
+    capsys.readouterr()
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", out2, "--calibrate-bins", "3") == 2
+    assert "--calibrate-bins 3 needs --calibrate K" in _error_line(capsys)
+    for bad in ("-1", "many"):
+        assert _predict(tmp_path, tmp_path / "big.tif", "--output", out2, "--calibrate", bad) == 2
+        assert "must be a number of mask draws >= 0 or 'auto'" in _error_line(capsys)
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", out2, "--calibrate", "2", "--calibrate-bins", "0") == 2
+    assert "--calibrate-bins must be a number of curve segments >= 1" in _error_line(capsys)

@@ -398,10 +398,52 @@ def test_training_warns_when_the_fitted_gain_is_far_from_one(monkeypatch):
         model.train(X[:3], X[3:], verbose=0, seed=0)
 
 
+def _curve_reference(f, t, n_bins):
+    """NumPy reference of :func:`n2v_tf.nets.fit_curve`: least squares on the dense matrix of hat functions at the
+    quantile knots."""
+    knots = np.unique(np.quantile(f, np.linspace(0, 1, n_bins + 1)))
+    basis = np.stack([np.interp(f, knots, np.eye(len(knots))[k]) for k in range(len(knots))], axis=1)
+    return knots, np.linalg.lstsq(basis, t, rcond=None)[0]
+
+
+def test_fit_curve_is_the_least_squares_linear_spline():
+    """``fit_curve`` equals a dense least-squares fit of hat functions (NumPy reference); one segment is the straight
+    line of ``gain_offset``; a curve with a bend is recovered from noisy targets and continued linearly beyond the
+    knots by ``apply_curve``; too few pixels or a constant prediction are refused."""
+    rng = np.random.default_rng(0)
+    f = rng.gamma(2.0, 1.0, 20_000)
+    truth = np.where(f < 2, 0.5 * f, 1.0 + 1.5 * (f - 2))  # a bend at 2
+    t = truth + rng.normal(0, 0.5, f.shape)
+    for n_bins in (1, 3, 16):
+        knots, values = nets.fit_curve(f, t, n_bins)
+        ref_knots, ref_values = _curve_reference(f, t, n_bins)
+        np.testing.assert_allclose(knots, ref_knots)
+        np.testing.assert_allclose(values, ref_values, rtol=1e-8, atol=1e-8)
+    gain, offset = nets.gain_offset(nets.masked_fit_sums(f[:, None], t[:, None], np.ones((f.size, 1))))
+    knots, values = nets.fit_curve(f, t, 1)
+    np.testing.assert_allclose(nets.apply_curve(f, knots, values), gain[0] * f + offset[0], rtol=1e-5, atol=1e-5)
+    knots, values = nets.fit_curve(f, t, 16)
+    grid = np.linspace(0.5, 6, 50)
+    truth_grid = np.where(grid < 2, 0.5 * grid, 1.0 + 1.5 * (grid - 2))
+    assert np.abs(nets.apply_curve(grid, knots, values) - truth_grid).max() < 0.15  # a straight line misses by ~0.5
+    beyond = nets.apply_curve(np.array([knots[-1] + 1.0]), knots, values)  # past the last knot: the end segment
+    slope = (values[-1] - values[-2]) / (knots[-1] - knots[-2])
+    np.testing.assert_allclose(beyond, values[-1] + slope, rtol=1e-5)
+    assert nets.apply_curve(f, knots, values).dtype == np.float32
+    with pytest.raises(ValueError, match="at least two per segment"):
+        nets.fit_curve(f[:5], t[:5], 3)
+    with pytest.raises(ValueError, match="not constant"):
+        nets.fit_curve(np.ones(100), t[:100], 2)
+    with pytest.raises(ValueError, match="n_bins must be an int >= 1"):
+        nets.fit_curve(f, t, 0)
+
+
 @pytest.mark.parametrize("n_dim", (2, 3))
-def test_predict_calibrates_on_the_blind_spots_of_the_image_itself(n_dim):
-    """``predict(calibrate=K)`` equals the plain prediction mapped by the least-squares gain and offset of the noisy
-    image on the predictions of K masked copies at their blind spots (NumPy reference), tiled or not."""
+def test_predict_calibrates_on_the_blind_spots_of_the_image_itself(n_dim, monkeypatch):
+    """``predict(calibrate=K)`` equals the plain prediction mapped through the least-squares curve of the noisy image
+    on the predictions of K masked copies at their blind spots (NumPy reference; ``calibrate_bins=1``: the straight
+    line), tiled or not, each image of a stack on its own; ``'auto'`` draws until enough blind spots are found."""
+    from n2v_tf import models
     from n2v_tf.masking import mask_batch
     shape = (16, 32, 32) if n_dim == 3 else (64, 64)
     X = np.stack([smooth_image(shape, seed=s)[1] for s in range(3)])[..., None]
@@ -417,14 +459,38 @@ def test_predict_calibrates_on_the_blind_spots_of_the_image_itself(n_dim):
         at = y[0, ..., 1] > 0
         f.append(model.predict(masked[0, ..., 0], axes)[at])
         t.append(img[at])
-    a, b = np.polyfit(np.concatenate(f).astype(np.float64), np.concatenate(t).astype(np.float64), 1)
+    f, t = np.concatenate(f).astype(np.float64), np.concatenate(t).astype(np.float64)
+    a, b = np.polyfit(f, t, 1)
     assert abs(a - 1) > 1e-2  # an untrained network: the fit changes the prediction
-    expected = a * plain + b
-    tol = 1e-4 * float(np.ptp(expected))
-    np.testing.assert_allclose(model.predict(img, axes, calibrate=3), expected, atol=tol)
-    np.testing.assert_allclose(model.predict(img, axes, n_tiles=(2,) * n_dim, calibrate=3), expected, atol=tol)
-    stack = model.predict(X[:2, ..., 0], "S" + axes, calibrate=3)  # each image of a stack on its own
-    np.testing.assert_allclose(stack[0], expected, atol=tol)
-    for bad in (-1, 1.5, True):
+    line = a * plain + b
+    tol = 1e-4 * float(np.ptp(line))
+    np.testing.assert_allclose(model.predict(img, axes, calibrate=3, calibrate_bins=1), line, atol=tol)
+    knots, values = _curve_reference(f, t, 4)
+    curve = np.interp(plain, knots, values)
+    inside = (plain >= knots[0]) & (plain <= knots[-1])
+    got = model.predict(img, axes, calibrate=3, calibrate_bins=4)
+    np.testing.assert_allclose(got[inside], curve[inside], atol=tol)
+    assert np.abs(got - line).max() > 10 * tol  # the curve is not the line
+    np.testing.assert_allclose(model.predict(img, axes, n_tiles=(2,) * n_dim, calibrate=3, calibrate_bins=4), got,
+                               atol=tol)
+    stack = model.predict(X[:2, ..., 0], "S" + axes, calibrate=3, calibrate_bins=4)  # each image on its own
+    np.testing.assert_allclose(stack[0], got, atol=tol)
+    # default segments: one per CALIBRATION_PIXELS_PER_BIN blind spots
+    monkeypatch.setattr(models, "CALIBRATION_PIXELS_PER_BIN", len(f) // 4)
+    np.testing.assert_allclose(model.predict(img, axes, calibrate=3), got, atol=tol)
+    # 'auto': as many draws as reach CALIBRATION_IMAGE_PIXELS (here: those of 3 draws), at most the maximum
+    monkeypatch.setattr(models, "CALIBRATION_IMAGE_PIXELS", len(f) - 1)
+    np.testing.assert_allclose(model.predict(img, axes, calibrate="auto", calibrate_bins=4), got, atol=tol)
+    monkeypatch.setattr(models, "CALIBRATION_IMAGE_PIXELS", 10 ** 9)
+    monkeypatch.setattr(models, "CALIBRATION_IMAGE_MAX_DRAWS", 3)
+    np.testing.assert_allclose(model.predict(img, axes, calibrate="auto", calibrate_bins=4), got, atol=tol)
+    for bad in (-1, 1.5, True, "all"):
         with pytest.raises(ValueError, match="calibrate must be a number of mask draws"):
             model.predict(img, axes, calibrate=bad)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="calibrate_bins must be a number of curve segments"):
+            model.predict(img, axes, calibrate=3, calibrate_bins=bad)
+    with pytest.raises(ValueError, match="calibrate_bins=4 needs calibrate"):
+        model.predict(img, axes, calibrate_bins=4)
+    with pytest.raises(ValueError, match="at least two per segment"):
+        model.predict(img, axes, calibrate=1, calibrate_bins=10 ** 6)
