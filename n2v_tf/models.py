@@ -883,10 +883,12 @@ class N2V(CARE):
         :func:`n2v_tf.nets.calibrate_output`); the best such ``g`` is ``E[clean | f]``, which the curve estimates.
         Fitted to the image being denoised, it corrects how a network maps intensities on an image unlike its
         training data (a tone curve that depends on the training images and the seed). Measured in
-        ``benchmarks/README.md`` (issue 15, seventh session), 8 draws: on the natural-image set, whose test images
-        differ from the training images, +0.3 to +1.6 dB per model over the plain prediction and +0.3 to +0.8 dB
-        over a straight line, and the seed spread falls from 0.7-1.0 to 0.2-0.3 dB; on the 3D fluorescence set
-        +0.03 to +0.36 dB; on a 512x128 fluorescence image (about 8 000 blind spots, 8 segments) within 0.02 dB.
+        ``benchmarks/README.md`` (issue 15, seventh session), ``'auto'``: on the natural-image set, whose test images
+        differ from the training images, +0.6 to +1.7 dB per model over the plain prediction and +0.5 to +1.0 dB
+        over a straight line (within 0.1 dB of the curve fitted with the clean image), and the seed spread falls
+        from 0.7-1.0 to about 0.2 dB; on the 3D fluorescence set +0.03 to +0.37 dB; on a 512x128 fluorescence
+        image like the training data -0.03 to +0.02 dB. Time: 6-7x a plain prediction for a 512x512 image (8
+        draws), 3.5x for a 60x256x64 volume (3 draws).
         """
         c = self.config
         img = np.asarray(img)
