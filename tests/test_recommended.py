@@ -494,3 +494,27 @@ def test_predict_calibrates_on_the_blind_spots_of_the_image_itself(n_dim, monkey
         model.predict(img, axes, calibrate_bins=4)
     with pytest.raises(ValueError, match="at least two per segment"):
         model.predict(img, axes, calibrate=1, calibrate_bins=10 ** 6)
+
+
+def test_predict_calibrates_each_channel_on_its_own_blind_spots():
+    """A 2-channel model: ``predict(calibrate=K)`` maps each channel through the curve fitted on that channel's
+    blind spots only (NumPy reference), for one network per channel and for a joint network."""
+    from n2v_tf.masking import mask_batch
+    X = np.stack([np.stack([smooth_image((64, 64), seed=s)[1], 2 * smooth_image((64, 64), seed=s + 5)[1] + 3], -1)
+                  for s in range(3)])
+    for joint in (False, True):
+        model = N2V(tiny_config(X, n2v_perc_pix=5.0, single_net_per_channel=not joint), None, basedir=None)
+        random_batch_norm(model.keras_model, np.random.default_rng(2))
+        img = X[0]
+        plain = model.predict(img, "YXC")
+        got = model.predict(img, "YXC", calibrate=3, calibrate_bins=3)
+        rng = np.random.default_rng(0)
+        draws = [mask_batch(img[None], rng=rng, **model._masking()) for _ in range(3)]
+        for ch in range(2):
+            at = [y[0, ..., 2 + ch] > 0 for _, y in draws]
+            f = np.concatenate([model.predict(m[0], "YXC")[..., ch][a] for (m, _), a in zip(draws, at)])
+            t = np.concatenate([img[..., ch][a] for a in at])
+            knots, values = _curve_reference(f.astype(np.float64), t.astype(np.float64), 3)
+            inside = (plain[..., ch] >= knots[0]) & (plain[..., ch] <= knots[-1])
+            expected = np.interp(plain[..., ch], knots, values)
+            np.testing.assert_allclose(got[..., ch][inside], expected[inside], atol=1e-4 * float(np.ptp(expected)))
