@@ -423,7 +423,7 @@ def make_table(results: list[dict]) -> str:
         any_notes = any(r["variant"] in PN2V_VARIANTS for r in rs)
         any_cal = any("calibrate_auto" in r for r in rs)
         head = (["method", "seeds", "PSNR (dB) mean ± spread", "per seed (dB)"]
-                + (["`predict(..., calibrate='auto')`: mean ± spread (per seed)"] if any_cal else [])
+                + (["`predict(..., calibrate='auto')`: mean ± spread (the seeds that recorded it)"] if any_cal else [])
                 + [f"{im} (mean)" for im in per_image_cols]
                 + ["train (s, mean)", "steps", "checkpoint (best-val epoch per seed)"]
                 + (["notes"] if any_notes else []) + ["versions"])
@@ -435,8 +435,9 @@ def make_table(results: list[dict]) -> str:
             cells = [_label(g[0]), str(len(g)), _pm(psnrs),
                      ", ".join(f"s{r['protocol_seed']}: {r['psnr']:.2f}" for r in g)]
             if any_cal:
-                cal = [r["calibrate_auto"]["psnr"] for r in g if "calibrate_auto" in r]
-                cells.append(f"{_pm(cal)} ({', '.join(f'{v:.2f}' for v in cal)})" if len(cal) == len(g) else "—")
+                cal = [(r["protocol_seed"], r["calibrate_auto"]["psnr"]) for r in g if "calibrate_auto" in r]
+                cells.append(f"{_pm([v for _, v in cal])} ({', '.join(f's{k}: {v:.2f}' for k, v in cal)})"
+                             if cal else "—")
             for im in per_image_cols:
                 vals = [p["psnr"] for r in g for p in r.get("per_image", []) if p["image"] == im]
                 cells.append(_pm([_mean(vals)]) if vals else "—")
