@@ -818,9 +818,10 @@ def cmd_predict_large(args: argparse.Namespace) -> int:
     if args.match_mean and not all(per_file):
         raise CLIError("--match-mean needs each whole image in memory: predict TIFF/PNG files to an output folder "
                        "(without --blocks or Zarr), or drop --match-mean for block-wise prediction")
-    if args.calibrate and not all(per_file):
-        raise CLIError("--calibrate needs each whole image in memory: predict TIFF/PNG files to an output folder "
-                       "(without --blocks or Zarr), or drop --calibrate for block-wise prediction")
+    if args.calibrate and args.dask_scheduler and not all(per_file):
+        raise CLIError("--calibrate with --dask-scheduler is for TIFF/PNG outputs (each file predicted in memory by a "
+                       "worker); for Zarr outputs drop --dask-scheduler (block-wise prediction on this machine "
+                       "calibrates on masked blocks) or drop --calibrate")
     if c.probabilistic and args.pn2v_output == "prior_mean" and not all(per_file):
         raise CLIError("--pn2v-output prior_mean: block-wise and Zarr prediction write the MMSE estimate; predict "
                        "TIFF files to an output folder (without --blocks) for the prior mean")
@@ -862,7 +863,8 @@ def _predict_blocks_all(args: argparse.Namespace, model, jobs: list[tuple[Path, 
             arr, axes, _ = _open_source(s, axes_arg, default_axes)
             d.parent.mkdir(parents=True, exist_ok=True)
             predict_blocks(model, s, d, axes, block_shape=block, tta=args.tta, dtype=args.dtype,
-                           overwrite=args.overwrite, progress=True)
+                           overwrite=args.overwrite, progress=True, calibrate=args.calibrate,
+                           calibrate_bins=args.calibrate_bins)
         except KeyboardInterrupt:
             print(f"{PROG} predict: interrupted; the finished blocks are kept in '{d}.partial': run the same command "
                   "again to resume", file=sys.stderr)
@@ -1556,7 +1558,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", type=_draws, default=0, metavar="K",
                    help="N2V models: map each image's prediction (per channel) through the intensity curve fitted on "
                         "K maskings of its own blind spots, at the cost of K more predictions; 'auto': enough draws "
-                        "for 30 000 blind spots (8 for a 512x512 image; in-memory prediction only)")
+                        "for 30 000 blind spots (8 for a 512x512 image; block-wise: K masked blocks)")
     p.add_argument("--calibrate-bins", type=int, default=None, metavar="N",
                    help="segments of that curve (default: one per 4000 blind spots, at most 16; 1: a gain and an "
                         "offset only)")

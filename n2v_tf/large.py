@@ -339,7 +339,8 @@ def _tiff_writer(partial: Path, layout: BlockLayout, dtype: np.dtype, meta: dict
 
 def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | None = None, axes: str | None = None, *,
                    block_shape: Sequence[int] | None = None, tta: bool = False, dtype: Any = "float32",
-                   overwrite: bool = False, progress: bool = True, batch_pixels: int | None = None) -> Any:
+                   overwrite: bool = False, progress: bool = True, batch_pixels: int | None = None,
+                   calibrate: int | str = 0, calibrate_bins: int | None = None) -> Any:
     """Denoise an image larger than memory block by block.
 
     Parameters
@@ -369,6 +370,14 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
         Show a progress bar over the blocks.
     batch_pixels : int, optional
         Input pixels per network call (tiles are batched up to it).
+    calibrate : int or 'auto'
+        N2V models: map each image's prediction (each ``S``/``T``/... entry on its own, per channel) through the
+        intensity curve fitted on the blind spots of masked blocks of that image, as ``N2V.predict(...,
+        calibrate=...)`` does with masked copies of the whole image; here draw ``k`` masks one block (with its
+        receptive field; blocks in a fixed random order, then again), ``'auto'`` until 30 000 blind spots per channel
+        (at most 16 blocks). Costs that many more block predictions per image. See Notes.
+    calibrate_bins : int, optional
+        Segments of the curve, as in ``N2V.predict``.
 
     Returns
     -------
@@ -392,12 +401,16 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     ``predict_blocks`` again with the same arguments: it checks that model, source, block shape, tta and dtype are
     the same and skips the blocks already written. The result equals :meth:`n2v_tf.N2V.predict` of the whole image
     (up to float32 rounding) because blocks are read with the receptive field of the network around them and the
-    image is padded virtually exactly as ``predict`` pads it.
+    image is padded virtually exactly as ``predict`` pads it. With ``calibrate`` the curve is fitted on blind spots of
+    blocks rather than of the whole image, so the result differs from ``predict(..., calibrate=...)`` by the sampling
+    of the fit (the same curve in expectation); the curve is fitted anew, with the same draws, when a run resumes.
     """
     from .nets import config_receptive_field
     from .tiling import predict_tiles
+    from .models import _check_calibrate, apply_curves
     model = _load_model(model)
     c = model.config
+    _check_calibrate(calibrate, calibrate_bins, c.probabilistic)
     name = str(source) if isinstance(source, (str, os.PathLike)) else "source"
     source, axes, meta = _source(source, axes)
     layout = BlockLayout(c, source.shape, axes, name)
@@ -419,13 +432,17 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
             out[index] = values
         done: set = set()
     else:
-        dest = _open_destination(destination, layout, out_dtype, chunks, meta,
-                                 _signature(model, layout, block, tta, out_dtype), overwrite)
+        signature = _signature(model, layout, block, tta, out_dtype)
+        if calibrate:
+            signature["calibrate"] = [calibrate, calibrate_bins]
+        dest = _open_destination(destination, layout, out_dtype, chunks, meta, signature, overwrite)
         write, done = dest.write, dest.done
     samples = list(np.ndindex(*layout.sample_shape))
     offsets = [a for a, _ in layout.pad]
     from .tiling import tile_grid
-    per_sample = len(tile_grid(layout.padded, block, overlap, layout.div, offsets))
+    grid = tile_grid(layout.padded, block, overlap, layout.div, offsets)
+    per_sample = len(grid)
+    order = np.random.default_rng(1).permutation(len(grid))  # the blocks that calibrate draws, in this order
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -435,7 +452,17 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
             def get(spatial, sample=sample):
                 return layout.to_net(np.asarray(source[layout.index(sample, spatial)]))
 
-            def put(core, pred, sample=sample):
+            curves = None
+            if calibrate:
+                def region(k, get=get):
+                    tile, _, inner = grid[order[k % len(grid)]]
+                    return layout.read_padded(get, tile), inner
+                curves = model._calibration_curves(region, lambda xm: net(xm[np.newaxis])[0], calibrate,
+                                                   calibrate_bins)
+
+            def put(core, pred, sample=sample, curves=curves):
+                if curves is not None:
+                    pred = apply_curves(pred, curves)
                 dst, values = layout.crop(core, pred)
                 write(layout.index(sample, dst), layout.from_net(_cast(values, out_dtype)))
 

@@ -71,6 +71,31 @@ CALIBRATION_PIXELS_PER_BIN = 4000
 CALIBRATION_MAX_BINS = 16
 
 
+def apply_curves(pred: np.ndarray, curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``pred`` (``(..., C)``) with channel ``c`` mapped through ``curves[c] = (knots, values)``
+    (:func:`n2v_tf.nets.apply_curve`), float32."""
+    out = np.empty(pred.shape, np.float32)
+    for ch, (knots, values) in enumerate(curves):
+        out[..., ch] = apply_curve(pred[..., ch], knots, values)
+    return out
+
+
+def _check_calibrate(calibrate: Any, calibrate_bins: Any, probabilistic: bool) -> None:
+    """A :class:`ValueError` for ``calibrate`` / ``calibrate_bins`` values that ``predict`` does not take."""
+    if calibrate != "auto" and (not isinstance(calibrate, (int, np.integer)) or isinstance(calibrate, bool)
+                                or calibrate < 0):
+        raise ValueError(f"calibrate must be a number of mask draws >= 0 (0: off) or 'auto', got {calibrate!r}")
+    if calibrate_bins is not None:
+        if not isinstance(calibrate_bins, (int, np.integer)) or isinstance(calibrate_bins, bool) or calibrate_bins < 1:
+            raise ValueError(f"calibrate_bins must be a number of curve segments >= 1 (1: a gain and an offset) "
+                             f"or None (from the number of blind spots), got {calibrate_bins!r}")
+        if not calibrate:
+            raise ValueError(f"calibrate_bins={calibrate_bins} needs calibrate (a number of mask draws or 'auto')")
+    if calibrate and probabilistic:
+        raise ValueError("calibrate is for N2V models, whose prediction at a blind spot does not see the pixel; "
+                         "this is a PN2V model (its MMSE estimate uses the pixel itself): predict without it")
+
+
 class _LearningRateLogger(keras.callbacks.Callback):
     """Write the current learning rate to the logs as ``learning_rate`` and ``lr`` (n2v/ZeroCostDL4Mic read ``lr``)."""
 
@@ -847,8 +872,8 @@ class N2V(CARE):
             piecewise-linear curve, :func:`n2v_tf.nets.fit_curve`). ``'auto'``: as many draws as give
             :data:`CALIBRATION_IMAGE_PIXELS` blind spots per channel, at most :data:`CALIBRATION_IMAGE_MAX_DRAWS`
             (8 for a 512x512 image at 1.5 % masked pixels, 1 from 2 megapixels on). Costs that many further
-            predictions (no ``tta`` for them). Needs the whole image: not available in block-wise prediction. See
-            Notes.
+            predictions (no ``tta`` for them). Block-wise prediction fits the curve on masked blocks instead
+            (:func:`n2v_tf.large.predict_blocks`). See Notes.
         calibrate_bins : int, optional
             Segments of that curve; default: one per :data:`CALIBRATION_PIXELS_PER_BIN` blind spots of the channel,
             from 1 to :data:`CALIBRATION_MAX_BINS`. ``1``: a gain and an offset only (a straight line), what training
@@ -937,28 +962,38 @@ class N2V(CARE):
         """``predict(..., calibrate=draws, calibrate_bins=bins)``: ``pred`` of the normalised image ``x``
         (``(*spatial, C)``) mapped per channel through the least-squares curve of ``x`` on ``predict(masked x)`` at
         the blind spots of the maskings (fixed seed, so a call is reproducible)."""
+        whole = (slice(None),) * (x.ndim - 1)
+        return apply_curves(pred, self._calibration_curves(lambda k: (x, whole), predict, draws, bins))
+
+    def _calibration_curves(self, region, predict, draws: int | str, bins: int | None) -> list:
+        """The least-squares curve per channel of the noisy values on the prediction at the blind spots of
+        ``draws`` maskings (``'auto'``: until :data:`CALIBRATION_IMAGE_PIXELS` per channel, at most
+        :data:`CALIBRATION_IMAGE_MAX_DRAWS`); draw ``k`` masks ``x`` of ``region(k) -> (x, core)`` (normalised,
+        ``(*spatial, C)``) and keeps the blind spots inside ``core`` (slices of ``x``); ``predict(masked x)``. The
+        masks are drawn with a fixed seed, so a call is reproducible. Returns ``[(knots, values), ...]``."""
         rng = np.random.default_rng(0)
-        n_ch = x.shape[-1]
-        f, t = [[] for _ in range(n_ch)], [[] for _ in range(n_ch)]
-        for _ in range(CALIBRATION_IMAGE_MAX_DRAWS if draws == "auto" else int(draws)):
+        f, t = None, None
+        for k in range(CALIBRATION_IMAGE_MAX_DRAWS if draws == "auto" else int(draws)):
+            x, core = region(k)
+            n_ch = x.shape[-1]
+            f, t = (f, t) if f is not None else ([[] for _ in range(n_ch)], [[] for _ in range(n_ch)])
             masked, y = mask_batch(x[np.newaxis], rng=rng, **self._masking())
-            fm, at = predict(masked[0]), y[0, ..., n_ch:] > 0
+            fm, at, xc = predict(masked[0])[core], (y[0, ..., n_ch:] > 0)[core], x[core]
             for ch in range(n_ch):
                 f[ch].append(fm[..., ch][at[..., ch]])
-                t[ch].append(x[..., ch][at[..., ch]])
+                t[ch].append(xc[..., ch][at[..., ch]])
             if draws == "auto" and min(sum(len(v) for v in fc) for fc in f) >= CALIBRATION_IMAGE_PIXELS:
                 break
-        out = np.empty_like(pred, dtype=np.float32)
-        for ch in range(n_ch):
+        curves = []
+        for ch in range(len(f)):
             fc, tc = np.concatenate(f[ch]), np.concatenate(t[ch])
             n_bins = bins or int(np.clip(len(fc) // CALIBRATION_PIXELS_PER_BIN, 1, CALIBRATION_MAX_BINS))
             try:
-                knots, values = fit_curve(fc, tc, n_bins)
+                curves.append(fit_curve(fc, tc, n_bins))
             except ValueError as e:
                 raise ValueError(f"calibrate={draws!r}, channel {ch}: {e}; use more draws, fewer calibrate_bins or a "
                                  "larger image") from None
-            out[..., ch] = apply_curve(pred[..., ch], knots, values)
-        return out
+        return curves
 
     def _check_predict_args(self, img: np.ndarray, axes: str, n_tiles, nan_policy: str, match_mean: bool = False,
                             calibrate: int | str = 0,
@@ -977,18 +1012,7 @@ class N2V(CARE):
         if match_mean and c.probabilistic:
             raise ValueError("match_mean=True is for N2V models, whose prediction estimates E[x | neighbourhood]; "
                              "this is a PN2V model (its MMSE estimate also uses the pixel itself): predict without it")
-        if calibrate != "auto" and (not isinstance(calibrate, (int, np.integer)) or isinstance(calibrate, bool)
-                                    or calibrate < 0):
-            raise ValueError(f"calibrate must be a number of mask draws >= 0 (0: off) or 'auto', got {calibrate!r}")
-        if calibrate_bins is not None:
-            if not isinstance(calibrate_bins, (int, np.integer)) or isinstance(calibrate_bins, bool) or calibrate_bins < 1:
-                raise ValueError(f"calibrate_bins must be a number of curve segments >= 1 (1: a gain and an offset) "
-                                 f"or None (from the number of blind spots), got {calibrate_bins!r}")
-            if not calibrate:
-                raise ValueError(f"calibrate_bins={calibrate_bins} needs calibrate (a number of mask draws or 'auto')")
-        if calibrate and c.probabilistic:
-            raise ValueError("calibrate is for N2V models, whose prediction at a blind spot does not see the pixel; "
-                             "this is a PN2V model (its MMSE estimate uses the pixel itself): predict without it")
+        _check_calibrate(calibrate, calibrate_bins, c.probabilistic)
         n_tiles = None if n_tiles is None else tuple(int(t) for t in n_tiles)
         if n_tiles is not None and len(n_tiles) != img.ndim:
             raise ValueError(f"n_tiles must have one entry per axis of img ({axes!r}), got {n_tiles}")

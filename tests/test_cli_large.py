@@ -11,6 +11,7 @@ da = pytest.importorskip("dask.array")
 
 from n2v_tf import N2V, N2VConfig
 from n2v_tf.cli import main
+from n2v_tf.large import predict_blocks
 from conftest import random_batch_norm
 
 
@@ -166,9 +167,10 @@ def test_match_mean_in_memory_and_refused_blockwise(tmp_path, model_and_tif, cap
     assert not (tmp_path / "out.zarr").exists()
 
 
-def test_calibrate_in_memory_and_refused_blockwise(tmp_path, model_and_tif, capsys):
+def test_calibrate_in_memory_and_blockwise(tmp_path, model_and_tif, capsys):
     """``--calibrate K`` writes ``predict(..., calibrate=K)``, ``--calibrate auto --calibrate-bins N`` the same with
-    those arguments; block-wise prediction refuses it; bad values are refused with the option's name."""
+    those arguments; to Zarr, ``predict_blocks(..., calibrate=K)``; Dask to Zarr refuses it; bad values are refused
+    with the option's name."""
     model, img, plain = model_and_tif
     out = tmp_path / "den"
     assert _predict(tmp_path, tmp_path / "big.tif", "--output", out, "--calibrate", "2") == 0
@@ -176,9 +178,14 @@ def test_calibrate_in_memory_and_refused_blockwise(tmp_path, model_and_tif, caps
     _close(got, model.predict(img, "YX", calibrate=2))
     assert np.abs(got - plain).max() > 1e-3 * np.ptp(plain)  # the calibration changed the prediction
     capsys.readouterr()
-    assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out.zarr", "--calibrate", "2") == 2
-    assert "--calibrate needs each whole image in memory" in _error_line(capsys)
-    assert not (tmp_path / "out.zarr").exists()
+    # block-wise: fitted on masked blocks, as predict_blocks does
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out.zarr", "--calibrate", "2") == 0
+    _close(zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...],
+           predict_blocks(model, img, None, "YX", progress=False, calibrate=2))
+    assert _predict(tmp_path, tmp_path / "big.tif", "--output", tmp_path / "out2.zarr", "--calibrate", "2",
+                    "--dask-scheduler", "threads") == 2
+    assert "--calibrate with --dask-scheduler is for TIFF/PNG outputs" in _error_line(capsys)
+    assert not (tmp_path / "out2.zarr").exists()
     out2 = tmp_path / "den2"
     assert _predict(tmp_path, tmp_path / "big.tif", "--output", out2, "--calibrate", "auto",
                     "--calibrate-bins", "3") == 0

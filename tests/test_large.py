@@ -16,7 +16,7 @@ from conftest import random_batch_norm  # noqa: E402
 from n2v_tf.large import predict_blocks, predict_dask  # noqa: E402
 
 
-def _model(tmp_path, n_dim=2, n_channel=1, seed=0, upsampling="nearest"):
+def _model(tmp_path, n_dim=2, n_channel=1, seed=0, upsampling="nearest", **kw):
     """A tiny untrained model with batch-norm statistics that matter.
 
     The block-mechanics tests size their images and blocks for n2v's network (``unet_upsampling='nearest'``,
@@ -25,7 +25,7 @@ def _model(tmp_path, n_dim=2, n_channel=1, seed=0, upsampling="nearest"):
     rng = np.random.default_rng(seed)
     X = (rng.normal(size=(2,) + (16,) * n_dim + (n_channel,)) * 10 + 100).astype(np.float32)
     config = N2VConfig(X, unet_n_depth=2 if n_dim == 2 else 1, unet_n_first=4, unet_kern_size=3,
-                       n2v_patch_shape=(16,) * n_dim, unet_upsampling=upsampling)
+                       n2v_patch_shape=(16,) * n_dim, unet_upsampling=upsampling, **kw)
     model = N2V(config, "m", basedir=str(tmp_path))
     random_batch_norm(model.keras_model, rng)
     model.keras_model.save_weights(str(tmp_path / "m" / "weights_best.h5"))
@@ -52,6 +52,69 @@ def test_blocks_equal_in_memory_predict(tmp_path, n_dim, upsampling):
     _close(z[...], ref)
     assert z.chunks == ((1,) if n_dim == 2 else ()) + block, "blocks are the chunks"
     assert not (tmp_path / "out.zarr.partial").exists()
+
+
+def _smooth(shape, seed=1):
+    """A smooth image (blurred noise, 50..150): an untrained network's prediction of it is far from calibrated."""
+    from scipy.ndimage import gaussian_filter
+    x = gaussian_filter(np.random.default_rng(seed).normal(size=shape), 3)
+    return (100 + 50 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_blocks_calibrate_like_in_memory_predict(tmp_path, n_dim):
+    """``predict_blocks(calibrate=K)`` fits the intensity curve on masked blocks instead of masked copies of the whole
+    image: it moves the plain prediction (most of the way) to ``predict(calibrate=K)``'s, each sample on its own;
+    'auto' works; bad values are refused as in ``predict``."""
+    model = _model(tmp_path, n_dim, n2v_perc_pix=5.0)
+    axes, shape, block = (("SYX", (2, 256, 256), (128, 128)) if n_dim == 2 else ("ZYX", (32, 64, 64), (16, 32, 32)))
+    img = _smooth(shape)
+    plain = model.predict(img, axes)
+    mem = model.predict(img, axes, calibrate=8, calibrate_bins=2)
+    got = predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate=16, calibrate_bins=2)
+    change = np.sqrt(np.mean((mem - plain) ** 2))
+    assert change > 0.5  # an untrained network: the calibration changes the prediction by grey levels
+    assert np.sqrt(np.mean((got - mem) ** 2)) < 0.2 * change
+    if n_dim == 2:  # each sample has its own curve
+        one = predict_blocks(model, img[1], None, "YX", block_shape=block, progress=False, calibrate=16,
+                             calibrate_bins=2)
+        _close(got[1], one)
+    auto = predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate="auto",
+                          calibrate_bins=2)
+    assert np.sqrt(np.mean((auto - mem) ** 2)) < 0.2 * change
+    with pytest.raises(ValueError, match="calibrate must be a number of mask draws"):
+        predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate=-1)
+    with pytest.raises(ValueError, match="calibrate_bins=2 needs calibrate"):
+        predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate_bins=2)
+
+
+def test_calibrated_run_resumes_with_the_same_curve(tmp_path, monkeypatch):
+    """An interrupted ``predict_blocks(calibrate=K)`` resumes to what an uninterrupted run writes (the curve is fitted
+    again with the same draws); a different ``calibrate`` is another job."""
+    model = _model(tmp_path, n2v_perc_pix=5.0)
+    img = _smooth((96, 96))
+    ref = predict_blocks(model, img, None, "YX", block_shape=(32, 32), progress=False, calibrate=4)
+    assert np.abs(ref - model.predict(img, "YX")).max() > 1e-2 * np.ptp(ref)
+    original = large._Destination.record
+    batches = []
+
+    def record_then_stop(self, keys):
+        original(self, keys)
+        batches.append(len(keys))
+        if len(batches) == 3:
+            raise _Stop
+
+    monkeypatch.setattr(large._Destination, "record", record_then_stop)
+    with pytest.raises(_Stop):
+        predict_blocks(model, img, tmp_path / "o.zarr", "YX", block_shape=(32, 32), batch_pixels=1,
+                       progress=False, calibrate=4)
+    monkeypatch.setattr(large._Destination, "record", original)
+    with pytest.raises(FileExistsError, match="another job"):
+        predict_blocks(model, img, tmp_path / "o.zarr", "YX", block_shape=(32, 32), batch_pixels=1,
+                       progress=False, calibrate=5)
+    z = predict_blocks(model, img, tmp_path / "o.zarr", "YX", block_shape=(32, 32), batch_pixels=1,
+                       progress=False, calibrate=4)
+    _close(z[...], ref)
 
 
 def test_channels_tiff_source_and_tiff_destination(tmp_path):
