@@ -373,9 +373,9 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     calibrate : int or 'auto'
         N2V models: map each image's prediction (each ``S``/``T``/... entry on its own, per channel) through the
         intensity curve fitted on the blind spots of masked blocks of that image, as ``N2V.predict(...,
-        calibrate=...)`` does with masked copies of the whole image; here draw ``k`` masks one block (with its
-        receptive field; blocks in a fixed random order, then again), ``'auto'`` until 30 000 blind spots per channel
-        (at most 16 blocks). Costs that many more block predictions per image. See Notes.
+        calibrate=...)`` does with masked copies of the whole image: ``K`` masks every block ``K`` times (``K`` more
+        passes over the image), ``'auto'`` masks blocks one after the other (a fixed random order, then again) until
+        30 000 blind spots per channel (about 2 megapixels of blocks; at most 16 passes). See Notes.
     calibrate_bins : int, optional
         Segments of the curve, as in ``N2V.predict``.
 
@@ -458,7 +458,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
                     tile, _, inner = grid[order[k % len(grid)]]
                     return layout.read_padded(get, tile), inner
                 curves = model._calibration_curves(region, lambda xm: net(xm[np.newaxis])[0], calibrate,
-                                                   calibrate_bins)
+                                                   calibrate_bins, parts=len(grid))
 
             def put(core, pred, sample=sample, curves=curves):
                 if curves is not None:

@@ -965,15 +965,16 @@ class N2V(CARE):
         whole = (slice(None),) * (x.ndim - 1)
         return apply_curves(pred, self._calibration_curves(lambda k: (x, whole), predict, draws, bins))
 
-    def _calibration_curves(self, region, predict, draws: int | str, bins: int | None) -> list:
+    def _calibration_curves(self, region, predict, draws: int | str, bins: int | None, parts: int = 1) -> list:
         """The least-squares curve per channel of the noisy values on the prediction at the blind spots of
-        ``draws`` maskings (``'auto'``: until :data:`CALIBRATION_IMAGE_PIXELS` per channel, at most
-        :data:`CALIBRATION_IMAGE_MAX_DRAWS`); draw ``k`` masks ``x`` of ``region(k) -> (x, core)`` (normalised,
-        ``(*spatial, C)``) and keeps the blind spots inside ``core`` (slices of ``x``); ``predict(masked x)``. The
-        masks are drawn with a fixed seed, so a call is reproducible. Returns ``[(knots, values), ...]``."""
+        ``draws`` maskings of an image in ``parts`` parts (``'auto'``: until :data:`CALIBRATION_IMAGE_PIXELS` per
+        channel, at most :data:`CALIBRATION_IMAGE_MAX_DRAWS` maskings); draw ``k`` (of ``draws * parts``) masks ``x``
+        of ``region(k) -> (x, core)`` (normalised, ``(*spatial, C)``) and keeps the blind spots inside ``core``
+        (slices of ``x``); ``predict(masked x)``. The masks are drawn with a fixed seed, so a call is reproducible.
+        Returns ``[(knots, values), ...]``."""
         rng = np.random.default_rng(0)
         f, t = None, None
-        for k in range(CALIBRATION_IMAGE_MAX_DRAWS if draws == "auto" else int(draws)):
+        for k in range((CALIBRATION_IMAGE_MAX_DRAWS if draws == "auto" else int(draws)) * int(parts)):
             x, core = region(k)
             n_ch = x.shape[-1]
             f, t = (f, t) if f is not None else ([[] for _ in range(n_ch)], [[] for _ in range(n_ch)])

@@ -63,20 +63,20 @@ def _smooth(shape, seed=1):
 
 @pytest.mark.parametrize("n_dim", (2, 3))
 def test_blocks_calibrate_like_in_memory_predict(tmp_path, n_dim):
-    """``predict_blocks(calibrate=K)`` fits the intensity curve on masked blocks instead of masked copies of the whole
-    image: it moves the plain prediction (most of the way) to ``predict(calibrate=K)``'s, each sample on its own;
-    'auto' works; bad values are refused as in ``predict``."""
+    """``predict_blocks(calibrate=K)`` fits the intensity curve on K maskings of every block instead of K masked copies
+    of the whole image: it moves the plain prediction most of the way to ``predict(calibrate=K)``'s, each sample on
+    its own; 'auto' too; bad values are refused as in ``predict``."""
     model = _model(tmp_path, n_dim, n2v_perc_pix=5.0)
     axes, shape, block = (("SYX", (2, 256, 256), (128, 128)) if n_dim == 2 else ("ZYX", (32, 64, 64), (16, 32, 32)))
     img = _smooth(shape)
     plain = model.predict(img, axes)
     mem = model.predict(img, axes, calibrate=8, calibrate_bins=2)
-    got = predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate=16, calibrate_bins=2)
+    got = predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate=8, calibrate_bins=2)
     change = np.sqrt(np.mean((mem - plain) ** 2))
     assert change > 0.5  # an untrained network: the calibration changes the prediction by grey levels
     assert np.sqrt(np.mean((got - mem) ** 2)) < 0.2 * change
     if n_dim == 2:  # each sample has its own curve
-        one = predict_blocks(model, img[1], None, "YX", block_shape=block, progress=False, calibrate=16,
+        one = predict_blocks(model, img[1], None, "YX", block_shape=block, progress=False, calibrate=8,
                              calibrate_bins=2)
         _close(got[1], one)
     auto = predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate="auto",
