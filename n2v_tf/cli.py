@@ -1558,7 +1558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", type=_draws, default=0, metavar="K",
                    help="N2V models: map each image's prediction (per channel) through the intensity curve fitted on "
                         "K maskings of its own blind spots, at the cost of K more predictions; 'auto': enough draws "
-                        "for 30 000 blind spots (8 for a 512x512 image; block-wise: K masked blocks)")
+                        "for 30 000 blind spots (8 for a 512x512 image); block-wise (Zarr, --blocks): fitted on masked "
+                        "blocks")
     p.add_argument("--calibrate-bins", type=int, default=None, metavar="N",
                    help="segments of that curve (default: one per 4000 blind spots, at most 16; 1: a gain and an "
                         "offset only)")

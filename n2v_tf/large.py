@@ -434,7 +434,8 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     else:
         signature = _signature(model, layout, block, tta, out_dtype)
         if calibrate:
-            signature["calibrate"] = [calibrate, calibrate_bins]
+            signature["calibrate"] = [calibrate if calibrate == "auto" else int(calibrate),
+                                      None if calibrate_bins is None else int(calibrate_bins)]
         dest = _open_destination(destination, layout, out_dtype, chunks, meta, signature, overwrite)
         write, done = dest.write, dest.done
     samples = list(np.ndindex(*layout.sample_shape))
