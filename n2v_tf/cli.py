@@ -721,7 +721,8 @@ def _dask_to_zarr(model, folder: Path, source: Path, dest: Path, axes_arg: str |
     else:
         src = da.from_array(_FileArray(source, axes), chunks=chunks, meta=np.empty((0,) * len(arr.shape), arr.dtype))
     try:
-        out = _regular_chunks(predict_dask(folder, src, axes, tta=args.tta, dtype=args.dtype))
+        out = _regular_chunks(predict_dask(folder, src, axes, tta=args.tta, dtype=args.dtype,
+                                           calibrate=args.calibrate, calibrate_bins=args.calibrate_bins))
     except ValueError as e:
         raise CLIError(f"'{source}': {e}") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -818,10 +819,6 @@ def cmd_predict_large(args: argparse.Namespace) -> int:
     if args.match_mean and not all(per_file):
         raise CLIError("--match-mean needs each whole image in memory: predict TIFF/PNG files to an output folder "
                        "(without --blocks or Zarr), or drop --match-mean for block-wise prediction")
-    if args.calibrate and args.dask_scheduler and not all(per_file):
-        raise CLIError("--calibrate with --dask-scheduler is for TIFF/PNG outputs (each file predicted in memory by a "
-                       "worker); for Zarr outputs drop --dask-scheduler (block-wise prediction on this machine "
-                       "calibrates on masked blocks) or drop --calibrate")
     if c.probabilistic and args.pn2v_output == "prior_mean" and not all(per_file):
         raise CLIError("--pn2v-output prior_mean: block-wise and Zarr prediction write the MMSE estimate; predict "
                        "TIFF files to an output folder (without --blocks) for the prior mean")

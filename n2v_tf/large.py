@@ -337,6 +337,25 @@ def _tiff_writer(partial: Path, layout: BlockLayout, dtype: np.dtype, meta: dict
 
 # --------------------------------------------------------------------------- block-wise prediction
 
+def _block_curves(model, layout: BlockLayout, get: Callable, block: Sequence[int], net: Callable, calibrate: int | str,
+                  calibrate_bins: int | None) -> list:
+    """``calibrate``: the intensity curves of one image (``get`` reads its unpadded regions as ``(*spatial, C)``),
+    fitted on the blind spots of masked blocks of shape ``block`` (with their receptive field), drawn in a fixed
+    random order (:meth:`n2v_tf.N2V._calibration_curves`)."""
+    from .nets import config_receptive_field
+    from .tiling import tile_grid
+    grid = tile_grid(layout.padded, block, config_receptive_field(model.config), layout.div,
+                     [a for a, _ in layout.pad])
+    order = np.random.default_rng(1).permutation(len(grid))
+
+    def region(k):
+        tile, _, inner = grid[order[k % len(grid)]]
+        return layout.read_padded(get, tile), inner
+
+    return model._calibration_curves(region, lambda xm: net(xm[np.newaxis])[0], calibrate, calibrate_bins,
+                                     parts=len(grid))
+
+
 def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | None = None, axes: str | None = None, *,
                    block_shape: Sequence[int] | None = None, tta: bool = False, dtype: Any = "float32",
                    overwrite: bool = False, progress: bool = True, batch_pixels: int | None = None,
@@ -441,9 +460,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     samples = list(np.ndindex(*layout.sample_shape))
     offsets = [a for a, _ in layout.pad]
     from .tiling import tile_grid
-    grid = tile_grid(layout.padded, block, overlap, layout.div, offsets)
-    per_sample = len(grid)
-    order = np.random.default_rng(1).permutation(len(grid))  # the blocks that calibrate draws, in this order
+    per_sample = len(tile_grid(layout.padded, block, overlap, layout.div, offsets))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -453,13 +470,7 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
             def get(spatial, sample=sample):
                 return layout.to_net(np.asarray(source[layout.index(sample, spatial)]))
 
-            curves = None
-            if calibrate:
-                def region(k, get=get):
-                    tile, _, inner = grid[order[k % len(grid)]]
-                    return layout.read_padded(get, tile), inner
-                curves = model._calibration_curves(region, lambda xm: net(xm[np.newaxis])[0], calibrate,
-                                                   calibrate_bins, parts=len(grid))
+            curves = _block_curves(model, layout, get, block, net, calibrate, calibrate_bins) if calibrate else None
 
             def put(core, pred, sample=sample, curves=curves):
                 if curves is not None:
@@ -514,8 +525,10 @@ def _cached_network(folder: str, pid: int):
 
 
 def _dask_block(block: np.ndarray, *, folder: str, axes: str, shape: tuple, chunks: tuple, depth: dict,
-                tta: bool, out_dtype: str, block_info=None) -> np.ndarray:
-    """Predict one Dask chunk from the chunk plus its halo (``block``), as ``predict`` would in the whole image."""
+                tta: bool, out_dtype: str, curves: dict | None = None, block_info=None) -> np.ndarray:
+    """Predict one Dask chunk from the chunk plus its halo (``block``), as ``predict`` would in the whole image;
+    ``curves``: the calibration curves of each sample (index tuple), applied to its prediction."""
+    from .models import apply_curves
     from .tiling import predict_batch
     model, net = _worker_network(folder)
     layout = BlockLayout(model.config, shape, axes)
@@ -529,6 +542,7 @@ def _dask_block(block: np.ndarray, *, folder: str, axes: str, shape: tuple, chun
     yx = (len(layout.spatial) - 1, len(layout.spatial))
     for local in np.ndindex(*[size[k] for k in sample_dims]):
         sample = [start[k] + i - origin[k] for k, i in zip(sample_dims, local)]
+        image = tuple(start[k] + i for k, i in zip(sample_dims, local))  # the sample's index in the whole image
         region, core = [], []
         for k, n, (a, _), padded in zip(spatial_dims, layout.n, layout.pad, layout.padded):
             c0, c1 = start[k] + a, start[k] + size[k] + a  # core in padded coordinates
@@ -543,13 +557,14 @@ def _dask_block(block: np.ndarray, *, folder: str, axes: str, shape: tuple, chun
 
         pred = predict_batch(net, layout.read_padded(get, region)[np.newaxis], tta, yx)[0]
         inner = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
-        _, values = layout.crop(tuple(core), pred[inner])  # cores lie inside the image: nothing is cropped
+        pred = pred[inner] if curves is None else apply_curves(pred[inner], curves[image])
+        _, values = layout.crop(tuple(core), pred)  # cores lie inside the image: nothing is cropped
         out[layout.index(local, [slice(None)] * len(spatial_dims))] = layout.from_net(_cast(values, out.dtype))
     return out
 
 
 def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *, tta: bool = False,
-                 dtype: Any = "float32"):
+                 dtype: Any = "float32", calibrate: int | str = 0, calibrate_bins: int | None = None):
     """Denoise a Dask array lazily: a Dask array of the prediction, computed chunk by chunk.
 
     Parameters
@@ -564,6 +579,11 @@ def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *
         Test-time augmentation.
     dtype : {'float32', 'input'} or numpy dtype
         Output type.
+    calibrate, calibrate_bins
+        N2V models: the intensity curve of :func:`predict_blocks` (``calibrate``), fitted here, when this function is
+        called, on masked blocks of the default block shape read from ``array``, one image (sample) after the other;
+        the workers apply it. The fit runs on this process, not on the cluster (``'auto'``: about 2 megapixels of
+        block predictions per image).
 
     Returns
     -------
@@ -594,8 +614,20 @@ def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *
     folder = str(Path(model_folder).resolve())
     model = _load_model(folder)
     c = model.config
+    from .models import _check_calibrate
+    _check_calibrate(calibrate, calibrate_bins, c.probabilistic)
     array = array if isinstance(array, da.Array) else da.asarray(array)
     layout = BlockLayout(c, array.shape, axes, "array")
+    curves = None
+    if calibrate:  # as predict_blocks with its default blocks fits them
+        block = tuple(min(b, n) for b, n in zip(_default_block(c.n_dim), layout.n))
+        net = model._inference("mmse", *c.normalization())
+        curves = {}
+        for sample in np.ndindex(*layout.sample_shape):
+            def get(spatial, sample=sample):
+                return layout.to_net(np.asarray(array[layout.index(sample, spatial)]))
+            curves[tuple(int(i) for i in sample)] = _block_curves(model, layout, get, block, net, calibrate,
+                                                                  calibrate_bins)
     if "C" in layout.axes and len(array.chunks[layout.axes.index("C")]) > 1:
         array = array.rechunk({layout.axes.index("C"): -1})
     ctx = context(config_receptive_field(c), layout.div)
@@ -612,6 +644,6 @@ def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *
     out_dtype = _output_dtype(dtype, array.dtype)
     full_depth = {k: depth.get(k, 0) for k in range(array.ndim)}
     block = functools.partial(_dask_block, folder=folder, axes=layout.axes, shape=layout.shape, chunks=array.chunks,
-                              depth=full_depth, tta=tta, out_dtype=str(out_dtype))
+                              depth=full_depth, tta=tta, out_dtype=str(out_dtype), curves=curves)
     return da.map_overlap(block, array, depth=full_depth, boundary="none", trim=False, dtype=out_dtype,
                           chunks=array.chunks, meta=np.empty((0,) * array.ndim, out_dtype))

@@ -88,6 +88,22 @@ def test_blocks_calibrate_like_in_memory_predict(tmp_path, n_dim):
         predict_blocks(model, img, None, axes, block_shape=block, progress=False, calibrate_bins=2)
 
 
+@pytest.mark.parametrize("n_dim", (2, 3))
+def test_predict_dask_calibrates_as_predict_blocks(tmp_path, n_dim):
+    """``predict_dask(calibrate=K)`` fits the curves as ``predict_blocks`` with its default blocks does (one per
+    sample) and the workers apply them: the same result, whatever the chunks."""
+    model = _model(tmp_path, n_dim, n2v_perc_pix=5.0)
+    axes, shape, chunks = (("SYX", (2, 96, 80), (1, 48, 40)) if n_dim == 2 else ("ZYX", (24, 40, 36), (12, 20, 18)))
+    img = _smooth(shape)
+    ref = predict_blocks(model, img, None, axes, progress=False, calibrate=4, calibrate_bins=2)
+    assert np.abs(ref - model.predict(img, axes)).max() > 1e-2 * np.ptp(ref)
+    got = predict_dask(str(tmp_path / "m"), da.from_array(img, chunks=chunks), axes, calibrate=4,
+                       calibrate_bins=2).compute()
+    _close(got, ref)
+    with pytest.raises(ValueError, match="calibrate must be a number of mask draws"):
+        predict_dask(str(tmp_path / "m"), img, axes, calibrate="all")
+
+
 def test_calibrated_run_resumes_with_the_same_curve(tmp_path, monkeypatch):
     """An interrupted ``predict_blocks(calibrate=K)`` resumes to what an uninterrupted run writes (the curve is fitted
     again with the same draws); a different ``calibrate`` is another job."""
