@@ -337,15 +337,18 @@ def _tiff_writer(partial: Path, layout: BlockLayout, dtype: np.dtype, meta: dict
 
 # --------------------------------------------------------------------------- block-wise prediction
 
-def _block_curves(model, layout: BlockLayout, get: Callable, block: Sequence[int], net: Callable, calibrate: int | str,
+def _block_grid(layout: BlockLayout, block: Sequence[int], overlap: int) -> list:
+    """The blocks of one image of ``layout``: :func:`n2v_tf.tiling.tile_grid` over its padded shape, the core grid
+    aligned with the virtual padding (as ``predict`` tiles it)."""
+    from .tiling import tile_grid
+    return tile_grid(layout.padded, block, overlap, layout.div, [a for a, _ in layout.pad])
+
+
+def _block_curves(model, layout: BlockLayout, get: Callable, grid: list, net: Callable, calibrate: int | str,
                   calibrate_bins: int | None) -> list:
     """``calibrate``: the intensity curves of one image (``get`` reads its unpadded regions as ``(*spatial, C)``),
-    fitted on the blind spots of masked blocks of shape ``block`` (with their receptive field), drawn in a fixed
-    random order (:meth:`n2v_tf.N2V._calibration_curves`)."""
-    from .nets import config_receptive_field
-    from .tiling import tile_grid
-    grid = tile_grid(layout.padded, block, config_receptive_field(model.config), layout.div,
-                     [a for a, _ in layout.pad])
+    fitted on the blind spots of its masked blocks (``grid`` of :func:`_block_grid`, with their receptive field),
+    drawn in a fixed random order (:meth:`n2v_tf.N2V._calibration_curves`)."""
     order = np.random.default_rng(1).permutation(len(grid))
 
     def region(k):
@@ -426,7 +429,8 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
     """
     from .nets import config_receptive_field
     from .tiling import predict_tiles
-    from .models import _check_calibrate, apply_curves
+    from .models import _check_calibrate
+    from .nets import apply_curves
     model = _load_model(model)
     c = model.config
     _check_calibrate(calibrate, calibrate_bins, c.probabilistic)
@@ -459,8 +463,8 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
         write, done = dest.write, dest.done
     samples = list(np.ndindex(*layout.sample_shape))
     offsets = [a for a, _ in layout.pad]
-    from .tiling import tile_grid
-    per_sample = len(tile_grid(layout.padded, block, overlap, layout.div, offsets))
+    grid = _block_grid(layout, block, overlap)
+    per_sample = len(grid)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -470,16 +474,18 @@ def predict_blocks(model: Any, source: Any, destination: str | os.PathLike | Non
             def get(spatial, sample=sample):
                 return layout.to_net(np.asarray(source[layout.index(sample, spatial)]))
 
-            curves = _block_curves(model, layout, get, block, net, calibrate, calibrate_bins) if calibrate else None
+            def key(core, sample=sample):
+                return tuple(int(i) for i in sample) + tuple(int(s.start) for s in core)
+
+            curves = None  # an image whose blocks a resumed run has all written needs none
+            if calibrate and any(key(core) not in done for _, core, _ in grid):
+                curves = _block_curves(model, layout, get, grid, net, calibrate, calibrate_bins)
 
             def put(core, pred, sample=sample, curves=curves):
                 if curves is not None:
                     pred = apply_curves(pred, curves)
                 dst, values = layout.crop(core, pred)
                 write(layout.index(sample, dst), layout.from_net(_cast(values, out_dtype)))
-
-            def key(core, sample=sample):
-                return tuple(int(i) for i in sample) + tuple(int(s.start) for s in core)
 
             def finished(cores, key=key):
                 if dest is not None:
@@ -528,7 +534,7 @@ def _dask_block(block: np.ndarray, *, folder: str, axes: str, shape: tuple, chun
                 tta: bool, out_dtype: str, curves: dict | None = None, block_info=None) -> np.ndarray:
     """Predict one Dask chunk from the chunk plus its halo (``block``), as ``predict`` would in the whole image;
     ``curves``: the calibration curves of each sample (index tuple), applied to its prediction."""
-    from .models import apply_curves
+    from .nets import apply_curves
     from .tiling import predict_batch
     model, net = _worker_network(folder)
     layout = BlockLayout(model.config, shape, axes)
@@ -621,12 +627,13 @@ def predict_dask(model_folder: str | os.PathLike | Any, array: Any, axes: str, *
     curves = None
     if calibrate:  # as predict_blocks with its default blocks fits them
         block = tuple(min(b, n) for b, n in zip(_default_block(c.n_dim), layout.n))
+        grid = _block_grid(layout, block, config_receptive_field(c))
         net = model._inference("mmse", *c.normalization())
         curves = {}
         for sample in np.ndindex(*layout.sample_shape):
             def get(spatial, sample=sample):
                 return layout.to_net(np.asarray(array[layout.index(sample, spatial)]))
-            curves[tuple(int(i) for i in sample)] = _block_curves(model, layout, get, block, net, calibrate,
+            curves[tuple(int(i) for i in sample)] = _block_curves(model, layout, get, grid, net, calibrate,
                                                                   calibrate_bins)
     if "C" in layout.axes and len(array.chunks[layout.axes.index("C")]) > 1:
         array = array.rechunk({layout.axes.index("C"): -1})

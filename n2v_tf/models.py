@@ -35,9 +35,8 @@ from .data import N2VSequence, as_image_list, validation_data
 from .io import atomic_path, is_lazy, save_npz_atomic, write_text_atomic
 from .losses import LOSSES, PN2VLoss
 from .masking import box_size, mask_batch
-from .nets import (apply_curve, build_unet, calibrate_output, config_receptive_field, fit_curve, fold_batch_norm,
-                   load_weights_h5, recalibrate_batch_norm, resolve_mixed_precision,
-                   use_fused_batch_norm)
+from .nets import (apply_curves, build_unet, calibrate_output, config_receptive_field, fit_curve, fold_batch_norm,
+                   load_weights_h5, recalibrate_batch_norm, resolve_mixed_precision, use_fused_batch_norm)
 from .tiling import CompiledNetwork, core_size, predict_tiles, weights_fingerprint
 
 __all__ = ["BN_RECALIBRATION_BATCHES", "N2V", "PN2V_SHARED_FIELDS", "PN2VBootstrapResult", "train_pn2v_bootstrapped"]
@@ -69,15 +68,6 @@ CALIBRATION_IMAGE_MAX_DRAWS = 16
 #: spots of a channel, at least 1 (a gain and an offset) and at most :data:`CALIBRATION_MAX_BINS`.
 CALIBRATION_PIXELS_PER_BIN = 4000
 CALIBRATION_MAX_BINS = 16
-
-
-def apply_curves(pred: np.ndarray, curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """``pred`` (``(..., C)``) with channel ``c`` mapped through ``curves[c] = (knots, values)``
-    (:func:`n2v_tf.nets.apply_curve`), float32."""
-    out = np.empty(pred.shape, np.float32)
-    for ch, (knots, values) in enumerate(curves):
-        out[..., ch] = apply_curve(pred[..., ch], knots, values)
-    return out
 
 
 def _check_calibrate(calibrate: Any, calibrate_bins: Any, probabilistic: bool) -> None:
@@ -973,11 +963,10 @@ class N2V(CARE):
         (slices of ``x``); ``predict(masked x)``. The masks are drawn with a fixed seed, so a call is reproducible.
         Returns ``[(knots, values), ...]``."""
         rng = np.random.default_rng(0)
-        f, t = None, None
+        n_ch = self.config.n_channel_in
+        f, t = [[] for _ in range(n_ch)], [[] for _ in range(n_ch)]
         for k in range((CALIBRATION_IMAGE_MAX_DRAWS if draws == "auto" else int(draws)) * int(parts)):
             x, core = region(k)
-            n_ch = x.shape[-1]
-            f, t = (f, t) if f is not None else ([[] for _ in range(n_ch)], [[] for _ in range(n_ch)])
             masked, y = mask_batch(x[np.newaxis], rng=rng, **self._masking())
             fm, at, xc = predict(masked[0])[core], (y[0, ..., n_ch:] > 0)[core], x[core]
             for ch in range(n_ch):
@@ -986,7 +975,7 @@ class N2V(CARE):
             if draws == "auto" and min(sum(len(v) for v in fc) for fc in f) >= CALIBRATION_IMAGE_PIXELS:
                 break
         curves = []
-        for ch in range(len(f)):
+        for ch in range(n_ch):
             fc, tc = np.concatenate(f[ch]), np.concatenate(t[ch])
             n_bins = bins or int(np.clip(len(fc) // CALIBRATION_PIXELS_PER_BIN, 1, CALIBRATION_MAX_BINS))
             try:

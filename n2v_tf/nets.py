@@ -25,13 +25,12 @@ __all__ = [
     "build_n2v_unet",
     "build_unet",
     "apply_curve",
+    "apply_curves",
     "calibrate_output",
     "config_receptive_field",
     "fit_curve",
     "fold_batch_norm",
-    "gain_offset",
     "load_weights_h5",
-    "masked_fit_sums",
     "receptive_field_radius",
     "recalibrate_batch_norm",
     "resolve_mixed_precision",
@@ -643,28 +642,6 @@ def _output_heads(model: keras.Model) -> list[layers.Layer]:
     return heads
 
 
-def masked_fit_sums(f: np.ndarray, t: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``[n, sum f, sum t, sum f^2, sum f t]`` per channel (last axis) over the pixels where ``mask`` is set: the
-    sums of a least-squares fit ``t ~ gain * f + offset`` (float64; sums of several batches add up)."""
-    f, t, m = np.asarray(f, np.float64), np.asarray(t, np.float64), np.asarray(mask) > 0
-    axes = tuple(range(m.ndim - 1))
-    return np.stack([m.sum(axes), (f * m).sum(axes), (t * m).sum(axes), (f * f * m).sum(axes), (f * t * m).sum(axes)])
-
-
-def gain_offset(sums: np.ndarray, min_pixels: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """The least-squares gains and offsets per channel from :func:`masked_fit_sums`; :class:`ValueError` for a channel
-    with fewer than ``min_pixels`` pixels or a constant ``f``."""
-    n, sf, st, sff, sft = sums
-    var = n * sff - sf ** 2
-    bad = [c for c in range(len(n)) if n[c] < min_pixels or not var[c] > 1e-12 * max(n[c] ** 2, 1)]
-    if bad:
-        found = "; ".join(f"channel {c}: {int(n[c])} masked pixel(s)" for c in bad)
-        raise ValueError(f"no gain and offset can be fitted ({found}; at least {min_pixels} needed, with a prediction "
-                         "that is not constant there)")
-    gains = (n * sft - sf * st) / var
-    return gains, (st - gains * sf) / n
-
-
 def fit_curve(f: np.ndarray, t: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares continuous piecewise-linear curve ``t ~ g(f)`` with knots at quantiles of ``f``.
 
@@ -674,7 +651,7 @@ def fit_curve(f: np.ndarray, t: np.ndarray, n_bins: int) -> tuple[np.ndarray, np
         Predictions and targets, one pair per pixel (any shape, flattened).
     n_bins : int
         Segments of the curve (>= 1): its ``n_bins + 1`` knots are the quantiles ``0, 1/n_bins, ..., 1`` of ``f``
-        (fewer where quantiles coincide). One segment is the straight least-squares line (:func:`gain_offset`).
+        (fewer where quantiles coincide). One segment is the straight least-squares line.
 
     Returns
     -------
@@ -719,6 +696,15 @@ def apply_curve(x: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndar
     j = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
     slope = np.diff(values) / np.diff(knots)
     return (values[j] + (x - knots[j]) * slope[j]).astype(np.float32)
+
+
+def apply_curves(pred: np.ndarray, curves) -> np.ndarray:
+    """``pred`` (``(..., C)``) with channel ``c`` mapped through ``curves[c] = (knots, values)`` (:func:`apply_curve`),
+    float32."""
+    out = np.empty(pred.shape, np.float32)
+    for ch, (knots, values) in enumerate(curves):
+        out[..., ch] = apply_curve(pred[..., ch], knots, values)
+    return out
 
 
 def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, residual: bool = False,
@@ -774,18 +760,32 @@ def calibrate_output(model: keras.Model, batches, n_out_per_channel: int = 1, re
     if k * n_channel != int(model.output.shape[-1]):
         raise ValueError(f"calibrate_output: n_out_per_channel={k} does not fit {n_channel} input and "
                          f"{int(model.output.shape[-1])} output channels")
-    sums = np.zeros((5, n_channel))
+    fs, ts = [[] for _ in range(n_channel)], [[] for _ in range(n_channel)]  # per channel, at the blind spots
     for x, y in batches:
         x = np.asarray(x, np.float32)
         z = probe(x, training=False)
         z = np.concatenate([np.asarray(v) for v in (z if isinstance(z, (list, tuple)) else [z])], axis=-1)
         f = z.reshape(z.shape[:-1] + (n_channel, k)).mean(-1)
         t = np.asarray(y[..., :n_channel], np.float64) - (x if residual else 0)
-        sums += masked_fit_sums(f, t, y[..., n_channel:2 * n_channel])
-    try:
-        gains, offsets = gain_offset(sums, min_pixels)
-    except ValueError as e:
-        raise ValueError(f"calibrate_output: {e}") from None
+        m = np.asarray(y[..., n_channel:2 * n_channel]) > 0
+        for c in range(n_channel):
+            fs[c].append(f[..., c][m[..., c]])
+            ts[c].append(t[..., c][m[..., c]])
+    gains, offsets, bad = np.ones(n_channel), np.zeros(n_channel), []
+    for c in range(n_channel):
+        f, t = np.concatenate(fs[c]), np.concatenate(ts[c])
+        try:
+            if f.size < min_pixels:
+                raise ValueError
+            knots, values = fit_curve(f, t, 1)  # the least-squares line
+        except ValueError:
+            bad.append(f"channel {c}: {f.size} masked pixel(s)")
+            continue
+        gains[c] = (values[1] - values[0]) / (knots[1] - knots[0])
+        offsets[c] = values[0] - gains[c] * knots[0]
+    if bad:
+        raise ValueError(f"calibrate_output: no gain and offset can be fitted ({'; '.join(bad)}; at least "
+                         f"{min_pixels} needed, with a prediction that is not constant there)")
     start = 0
     for head in heads:
         kernel, bias = head.get_weights()
